@@ -1,0 +1,50 @@
+"""What ran a measurement: every benchmark and profile names its machine, so numbers can be trusted."""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def describe(device: str = "cpu") -> dict:
+    """Plain-JSON description of the device a measurement ran on."""
+    import torch
+
+    info = {
+        "device": str(device),
+        "cpu": cpu_name(),
+        "cores": usable_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(idx)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def one_line(info: dict) -> str:
+    """'NVIDIA H100 80GB HBM3 (torch 2.11.0)' or '2 cores of Intel Xeon ... (torch 2.14.1, 2 threads)'."""
+    if "gpu" in info:
+        return f"{info['gpu']} + {info['cores']} cores of {info['cpu']} (torch {info['torch']})"
+    return f"{info['cores']} cores of {info['cpu']} (torch {info['torch']}, {info['torch_threads']} threads)"
