@@ -1,1 +1,12 @@
+"""Losses: AMCL (multi-head, adaptive pair temperature) and the baselines it is compared with."""
+from ffcv_amcl.losses.amcl import AMCLBarlowTwins, AMCLContrastive, AMCLSimSiam
+from ffcv_amcl.losses.ascl import ascl_loss
+from ffcv_amcl.losses.barlow import barlow_twins
+from ffcv_amcl.losses.byol import byol_loss
+from ffcv_amcl.losses.mochi import mix_hard_negatives
+from ffcv_amcl.losses.moco import info_nce_queue
+from ffcv_amcl.losses.ntxent import nt_xent
+from ffcv_amcl.losses.simsiam import negative_cosine
 
+__all__ = ["AMCLContrastive", "AMCLSimSiam", "AMCLBarlowTwins", "nt_xent", "info_nce_queue", "negative_cosine",
+           "barlow_twins", "byol_loss", "mix_hard_negatives", "ascl_loss"]

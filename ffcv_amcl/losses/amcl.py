@@ -1,0 +1,227 @@
+"""AMCL: multi-head losses with a learned temperature per pair (AMCL_SPEC.md is the source of truth).
+
+All C heads are one batched computation: views are stacked as (C, 2B, D), every pair similarity of every
+head is one batched product (einsum 'cid,cjd->cij', run as bmm), phi runs once on all C*2B rows, pair
+temperatures are one more batched product of phi outputs
+(<phi(u), phi(v)> factorises), and the hardest negatives are one top-k. There is no loop over heads.
+phi, Omega and the division by tau run in float32 with autocast off (1/tau reaches 1/tau_min = 1e5).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ffcv_amcl.errors import UserError
+from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.precision import full_precision
+from ffcv_amcl.losses.temperature import make_phi, omega, pair_tau, work_dtype
+
+
+class _AMCLBase(nn.Module):
+    """Shared constructor checks and the last_stats record."""
+
+    def __init__(self, owner: str, dim: int, heads: int, beta: float, tau_min: float, tau_max: float,
+                 hidden: int, validate: bool):
+        super().__init__()
+        self._owner = owner
+        self.dim = checks.positive_int(owner, "dim", dim)
+        self.heads = checks.positive_int(owner, "heads", heads)
+        self.hidden = checks.positive_int(owner, "hidden", hidden)
+        self.beta = checks.non_negative(owner, "beta", beta)
+        self.tau_min, self.tau_max = checks.tau_bounds(owner, tau_min, tau_max)
+        self.validate = bool(validate)
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def _record(self, tau_pos: torch.Tensor, tau_neg: torch.Tensor) -> None:
+        self.last_stats = {"tau_pos": tau_pos.detach().float(), "tau_neg": tau_neg.detach().float()}
+
+    def _finite(self, named: dict[str, torch.Tensor]) -> None:
+        if self.validate:
+            checks.finite(self._owner, named)
+
+
+class AMCLContrastive(_AMCLBase):
+    """AMCL for SimCLR (negatives: the other 2B-2 views) and MoCo (negatives: each head's queue).
+
+    Per head c and anchor i with positive p(i) and the k most similar negatives K (chosen on similarity only):
+        l_c(i) = -s+/tau+ + mean_{n in K} s_n/tau_n + beta*Omega(tau+) - beta*sum_{n in K}(log tau_n + 1/tau_n)
+        L = sum_c mean_i l_c(i), i over all 2B anchors (both directions).
+    Inputs need not be normalised; they are L2-normalised here. `last_stats` holds per-head means of the
+    positive and of the selected negatives' temperatures from the last call.
+    """
+
+    def __init__(self, dim: int, heads: int, beta: float = 1e-4, topk: int = 100, tau_min: float = 1e-5,
+                 tau_max: float = 2.0, hidden: int = 128, *, validate: bool = True):
+        super().__init__("AMCLContrastive", dim, heads, beta, tau_min, tau_max, hidden, validate)
+        self.topk = checks.positive_int(self._owner, "topk", topk)
+        self.phi = make_phi(self.dim, self.hidden)
+
+    def forward(self, za: torch.Tensor, zb: torch.Tensor, queue: torch.Tensor | None = None, *,
+                keys: tuple[torch.Tensor, torch.Tensor] | None = None,
+                extra_negatives: torch.Tensor | None = None) -> torch.Tensor:
+        """SimCLR form `forward(za, zb)`; MoCo form `forward(za, zb, queue)`.
+
+        za, zb: (C, B, D) projections of views a and b. queue: (C, K, D) negatives of each head (detached here).
+        keys=(ka, kb): momentum-encoder keys (C, B, D), detached here; anchors za take positive kb and anchors
+        zb take positive ka. Without keys the positive of za[i] is zb[i] and vice versa.
+        extra_negatives (MoCo form only): (C, 2B, S, D) per-anchor negatives (e.g. MoCHi's synthetic ones),
+        row i aligned with the anchors [za; zb] (i < B: za[i], else zb[i-B]); they join that anchor's queue
+        negatives before the top-k, are normalised and detached here.
+        """
+        owner = self._owner
+        named = {"za": za, "zb": zb}
+        C, B, D = checks.views(owner, named, heads=self.heads, dim=self.dim)
+        if queue is None:
+            if keys is not None or extra_negatives is not None:
+                raise UserError(f"{owner}: keys and extra_negatives need the MoCo form; pass the queue as "
+                                "forward(za, zb, queue, ...)")
+            self._finite(named)
+            return self._simclr(za, zb)
+        checks.tensor(owner, "queue", queue, (3,))
+        if queue.shape[0] != C or queue.shape[2] != D or queue.shape[1] < 1:
+            raise UserError(f"{owner}: queue has shape {tuple(queue.shape)} but must be (heads={C}, K>=1, dim={D}); "
+                            "keep one queue per head")
+        named["queue"] = queue
+        if keys is not None:
+            if not isinstance(keys, (tuple, list)) or len(keys) != 2:
+                raise UserError(f"{owner}: keys must be a pair (ka, kb) of (C, B, D) tensors")
+            checks.views(owner, {"za": za, "ka": keys[0], "kb": keys[1]})
+            named.update(ka=keys[0], kb=keys[1])
+        if extra_negatives is not None:
+            checks.tensor(owner, "extra_negatives", extra_negatives, (4,))
+            e = extra_negatives.shape
+            if e[0] != C or e[1] != 2 * B or e[3] != D:
+                raise UserError(f"{owner}: extra_negatives has shape {tuple(e)} but must be (heads={C}, 2B={2 * B}, "
+                                f"S, dim={D}), row i aligned with the anchors [za; zb]")
+            named["extra_negatives"] = extra_negatives
+        self._finite(named)
+        return self._moco(za, zb, queue, keys, extra_negatives)
+
+    # -- the two forms: both reduce to (s+, <phi,phi>+, negative similarities, negative phi logits) --------------
+
+    def _simclr(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        B = za.shape[1]
+        with full_precision(za):
+            dt = work_dtype(self.phi)
+            z = F.normalize(torch.cat([za, zb], 1).to(dt), dim=-1)          # (C, 2B, D)
+            p = self.phi(z)                                                   # phi once on all C*2B rows
+            # einsum('cid,cjd->cij') written as bmm: same kernel, less host overhead per call on the GPU
+            s_all = torch.bmm(z, z.transpose(1, 2))                           # all pairs of all heads
+            a_all = torch.bmm(p, p.transpose(1, 2))                           # <phi(u), phi(v)> of all pairs
+            s_pos = (z * z.roll(B, 1)).sum(-1)                                # positive of i is (i + B) mod 2B
+            a_pos = (p * p.roll(B, 1)).sum(-1)
+            n = 2 * B
+            k = min(self.topk, n - 2)
+            with torch.no_grad():
+                candidates = s_all.detach().clone()
+                for offset in (0, B, -B):                                     # self and positive are not negatives
+                    candidates.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
+                idx = candidates.topk(k, dim=-1).indices
+            return self._combine(s_pos, a_pos, s_all.gather(-1, idx), a_all.gather(-1, idx))
+
+    def _moco(self, za, zb, queue, keys, extra) -> torch.Tensor:
+        B = za.shape[1]
+        with full_precision(za):
+            dt = work_dtype(self.phi)
+            q = F.normalize(torch.cat([za, zb], 1).to(dt), dim=-1)          # anchors (C, 2B, D)
+            pq = self.phi(q)
+            if keys is None:
+                pos, ppos = q.roll(B, 1), pq.roll(B, 1)                       # za <-> zb
+            else:
+                pos = F.normalize(torch.cat([keys[1], keys[0]], 1).detach().to(dt), dim=-1)
+                ppos = self.phi(pos)
+            s_pos = (q * pos).sum(-1)
+            a_pos = (pq * ppos).sum(-1)
+            neg = F.normalize(queue.detach().to(dt), dim=-1)                  # (C, K, D)
+            s_neg = torch.bmm(q, neg.transpose(1, 2))                         # einsum('cid,ckd->cik')
+            a_neg = torch.bmm(pq, self.phi(neg).transpose(1, 2))
+            if extra is not None:
+                ex = F.normalize(extra.detach().to(dt), dim=-1)               # (C, 2B, S, D)
+                s_neg = torch.cat([s_neg, torch.einsum("cid,cisd->cis", q, ex)], -1)
+                a_neg = torch.cat([a_neg, torch.einsum("cid,cisd->cis", pq, self.phi(ex))], -1)
+            k = min(self.topk, s_neg.shape[-1])
+            with torch.no_grad():
+                idx = s_neg.detach().topk(k, dim=-1).indices
+            return self._combine(s_pos, a_pos, s_neg.gather(-1, idx), a_neg.gather(-1, idx))
+
+    def _combine(self, s_pos, a_pos, s_neg, a_neg) -> torch.Tensor:
+        """s_pos, a_pos: (C, N); s_neg, a_neg: (C, N, k) of the selected negatives -> sum_c mean_i l_c(i)."""
+        tau_p = pair_tau(a_pos, self.tau_min, self.tau_max)
+        tau_n = pair_tau(a_neg, self.tau_min, self.tau_max)
+        per_anchor = (-s_pos / tau_p + (s_neg / tau_n).mean(-1)
+                      + self.beta * omega(tau_p, self.dim)
+                      - self.beta * (torch.log(tau_n) + 1.0 / tau_n).sum(-1))
+        self._record(tau_p.mean(-1), tau_n.mean((-2, -1)))
+        return per_anchor.mean(-1).sum()
+
+
+class AMCLSimSiam(_AMCLBase):
+    """AMCL for SimSiam (Eq. 2.2): per head, mean over the batch of
+    -1/2 s1/tau1 - 1/2 s2/tau2 + beta*Omega(tau1) + beta*Omega(tau2), summed over heads,
+    with s1 = cos(pa, sg zb), tau1 = tau(pa, sg zb) and symmetrically. phi sees the normalised p and z
+    (AMCL_SPEC: z = normalize(g(h)) where the method uses cosine similarity). No negatives: last_stats
+    "tau_neg" is NaN.
+    """
+
+    def __init__(self, dim: int, heads: int, beta: float = 1e-4, tau_min: float = 1e-5, tau_max: float = 2.0,
+                 hidden: int = 128, *, validate: bool = True):
+        super().__init__("AMCLSimSiam", dim, heads, beta, tau_min, tau_max, hidden, validate)
+        self.phi = make_phi(self.dim, self.hidden)
+
+    def forward(self, pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        named = {"pa": pa, "pb": pb, "za": za, "zb": zb}
+        C, B, D = checks.views(self._owner, named, heads=self.heads, dim=self.dim)
+        self._finite(named)
+        with full_precision(pa):
+            dt = work_dtype(self.phi)
+            p = F.normalize(torch.cat([pa, pb], 1).to(dt), dim=-1)          # (C, 2B, D)
+            z = F.normalize(torch.cat([zb, za], 1).detach().to(dt), dim=-1) # partner of each p, stop-gradient
+            s = (p * z).sum(-1)
+            tau = pair_tau((self.phi(p) * self.phi(z)).sum(-1), self.tau_min, self.tau_max)
+            terms = -0.5 * s / tau + self.beta * omega(tau, self.dim)        # (C, 2B)
+            self._record(tau.mean(-1), torch.full((C,), float("nan"), device=tau.device))
+            return (terms.sum(-1) / B).sum()
+
+
+class AMCLBarlowTwins(_AMCLBase):
+    """AMCL for Barlow Twins (Eq. 2.3). Temperatures come from pairs of channel vectors (length B) through phi_b,
+    so the batch size is fixed at construction:
+        T = tau_min + (tau_max - tau_min) sigmoid(-phi_b(X^T) phi_b(Y^T)^T)              (D x D per head)
+        L = sum_c [ sum_l (1 - C_ll/T_ll)^2 + lambd sum_{l!=m} C_lm^2/T_lm
+                    + beta sum_l Omega(T_ll) - beta sum_{l!=m} Omega(T_lm) ]
+    C is the cross-correlation of the batch-standardised projections (unbiased std). last_stats: mean
+    diagonal ("tau_pos") and off-diagonal ("tau_neg") temperature per head.
+    """
+
+    def __init__(self, dim: int, heads: int, batch_size: int, beta: float = 1e-6, lambd: float = 5e-3,
+                 tau_min: float = 1e-5, tau_max: float = 2.0, hidden: int = 128, *, validate: bool = True):
+        super().__init__("AMCLBarlowTwins", dim, heads, beta, tau_min, tau_max, hidden, validate)
+        self.batch_size = checks.positive_int(self._owner, "batch_size", batch_size, minimum=2)
+        self.lambd = checks.non_negative(self._owner, "lambd", lambd)
+        self.phi_b = make_phi(self.batch_size, self.hidden)
+
+    def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        named = {"za": za, "zb": zb}
+        C, B, D = checks.views(self._owner, named, heads=self.heads, dim=self.dim)
+        if B != self.batch_size:
+            raise UserError(f"{self._owner}: batch size {B} differs from batch_size={self.batch_size} the loss was "
+                            "built with (phi_b acts on length-B channel vectors); keep the batch size fixed "
+                            "(drop_last=True) or rebuild the loss")
+        self._finite(named)
+        with full_precision(za):
+            dt = work_dtype(self.phi_b)
+            x, y = za.to(dt), zb.to(dt)
+            xh = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
+            yh = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True)
+            cc = torch.einsum("cbl,cbm->clm", xh, yh) / B                     # (C, D, D)
+            logit = torch.einsum("clb,cmb->clm", self.phi_b(x.transpose(1, 2)), self.phi_b(y.transpose(1, 2)))
+            t = pair_tau(logit, self.tau_min, self.tau_max)
+            eye = torch.eye(D, dtype=torch.bool, device=t.device)
+            cd, td = cc.diagonal(dim1=-2, dim2=-1), t.diagonal(dim1=-2, dim2=-1)
+            on = ((1.0 - cd / td) ** 2).sum(-1)
+            off = (cc.pow(2) / t).masked_fill(eye, 0.0).sum((-2, -1))
+            reg = omega(td, self.dim).sum(-1) - omega(t, self.dim).masked_fill(eye, 0.0).sum((-2, -1))
+            off_mean = t.masked_fill(eye, 0.0).sum((-2, -1)) / max(D * D - D, 1)
+            self._record(td.mean(-1), off_mean)
+            return (on + self.lambd * off + self.beta * reg).sum()

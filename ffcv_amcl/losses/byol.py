@@ -1,0 +1,25 @@
+"""BYOL's regression loss 2 - 2 cos(prediction, sg target), symmetrised, summed over heads."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.precision import full_precision, wide
+
+
+def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, *,
+              validate: bool = True) -> torch.Tensor:
+    """Per head mean_b(2 - 2 cos(pa, sg tb)) + mean_b(2 - 2 cos(pb, sg ta)), summed over heads.
+
+    pa, pb: online predictions of views a, b; ta, tb: target projections (detached here); all (C, B, D).
+    """
+    named = {"pa": pa, "pb": pb, "ta": ta, "tb": tb}
+    checks.views("byol_loss", named)
+    if validate:
+        checks.finite("byol_loss", named)
+    with full_precision(pa):
+        pa, pb = wide(pa), wide(pb)
+        ca = F.cosine_similarity(pa, wide(tb).detach().to(pa.dtype), dim=-1)
+        cb = F.cosine_similarity(pb, wide(ta).detach().to(pb.dtype), dim=-1)
+        return ((2 - 2 * ca).mean(-1) + (2 - 2 * cb).mean(-1)).sum()
