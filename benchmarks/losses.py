@@ -151,6 +151,43 @@ def rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+HEADER = (f"{'C':>2} {'batched ms':>11} {'loop ms':>9} {'ref ms':>10} {'batched MiB':>12} {'loop MiB':>9} "
+          f"{'ref MiB':>9} {'vs loop':>8} {'vs ref':>8} {'max rel diff':>13}")
+
+
+def print_row(row: dict) -> None:
+    """One table row; NaN/None (reference skipped) prints as '-'."""
+    def val(key):
+        v = row.get(key)
+        return float("nan") if v is None else float(v)
+
+    tb, tl, tr = val("batched_ms"), val("loop_ms"), val("ref_ms")
+    na = lambda v, spec: "-" if math.isnan(v) else format(v, spec)  # noqa: E731
+    ref_label = ("  (ref skipped: --ref-heads)" if math.isnan(tr) else
+                 "" if row["ref_batch"] == row["batch"] else f"  (ref at B={row['ref_batch']})")
+    vs_ref = "-" if math.isnan(tr) else f"{tr / tb:.1f}x"
+    print(f"{row['heads']:>2} {tb:>11.1f} {tl:>9.1f} {na(tr, '.1f'):>10} {val('batched_mib'):>12.1f} "
+          f"{val('loop_mib'):>9.1f} {na(val('ref_mib'), '.1f'):>9} {tl / tb:>7.2f}x {vs_ref:>8} "
+          f"{val('max_rel_diff'):>13.1e}{ref_label}", flush=True)
+
+
+def print_saved(path: Path) -> int:
+    """Re-print the table of a run saved with --json (e.g. measured on a GPU machine)."""
+    try:
+        rows = json.loads(path.read_text())
+        first = rows[0]
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        raise UserError(f"--from-json {path}: not a results file written by this script's --json")
+    where = first.get("machine", first["device"])
+    print(f"# AMCL SimCLR loss, forward+backward, B={first['batch']} D={first['dim']}, float32, {where} "
+          f"({first['clock']} clock), re-printed from {path.name}")
+    print("# speedup = time(other) / time(batched): >1 means batched is faster")
+    print(HEADER)
+    for row in rows:
+        print_row(row)
+    return 0
+
+
 @cli
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -171,7 +208,10 @@ def main(argv=None) -> int:
                          "the compute time even when other jobs share the cores)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    ap.add_argument("--from-json", type=Path, default=None, help="only re-print the table of a saved --json run")
     args = ap.parse_args(argv)
+    if args.from_json:
+        return print_saved(args.from_json)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; run with --device cpu or on a GPU machine")
     if args.batch < 2 or args.dim < 1 or args.topk < 1 or args.repeats < 1 or min(args.heads) < 1:
@@ -195,9 +235,7 @@ def main(argv=None) -> int:
           f"of {args.ref_repeats} (ref, B={ref_batch}); "
           f"{mem_note}")
     print(f"# speedup = time(other) / time(batched): >1 means batched is faster")
-    header = (f"{'C':>2} {'batched ms':>11} {'loop ms':>9} {'ref ms':>10} {'batched MiB':>12} {'loop MiB':>9} "
-              f"{'ref MiB':>9} {'vs loop':>8} {'vs ref':>8} {'max rel diff':>13}")
-    print(header)
+    print(HEADER)
     rows = []
     for C in args.heads:
         torch.manual_seed(C)
@@ -219,17 +257,12 @@ def main(argv=None) -> int:
         diff = max(rel(vl, vb), *(rel(a, b) for a, b in zip(gl, gb)))
         if run_ref and ref_batch == args.batch:
             diff = max(diff, rel(vr, vb), *(rel(a, b) for a, b in zip(gr, gb)))
-        row = dict(heads=C, batch=args.batch, ref_batch=ref_batch, dim=args.dim, device=device, clock=args.clock,
+        row = dict(heads=C, batch=args.batch, ref_batch=ref_batch, dim=args.dim, device=device, machine=name,
+                   clock=args.clock,
                    batched_ms=tb, loop_ms=tl, ref_ms=tr, batched_mib=mb / 2**20, loop_mib=ml / 2**20,
                    ref_mib=mr / 2**20, speedup_vs_loop=tl / tb, speedup_vs_ref=tr / tb, max_rel_diff=diff)
         rows.append(row)
-        ref_label = ("  (ref skipped: --ref-heads)" if not run_ref else
-                     "" if ref_batch == args.batch else f"  (ref at B={ref_batch})")
-        na = lambda v, spec: "-" if math.isnan(v) else format(v, spec)  # noqa: E731
-        vs_ref = "-" if math.isnan(tr) else f"{tr / tb:.1f}x"
-        print(f"{C:>2} {tb:>11.1f} {tl:>9.1f} {na(tr, '.1f'):>10} {row['batched_mib']:>12.1f} {row['loop_mib']:>9.1f} "
-              f"{na(row['ref_mib'], '.1f'):>9} {tl / tb:>7.2f}x {vs_ref:>8} {diff:>13.1e}{ref_label}",
-              flush=True)
+        print_row(row)
         del m, za, zb, ra, rb
     if args.json:
         with atomic_path(args.json) as tmp:

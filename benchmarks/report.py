@@ -36,6 +36,13 @@ BENCHMARKS = {
                 ["benchmarks/scaling.py", "--device", "{device}"]),
 }
 CPU_ONLY = {"loader-cifar", "loader-imagenet"}  # the loaders run on the host CPU either way
+# Runs measured on a lent GPU machine and saved with --json: re-printed from the saved file, naming that machine.
+SAVED = {
+    "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
+                    ["benchmarks/losses.py", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
+                    "python benchmarks/losses.py --device cuda --repeats 30 --json losses_cuda.json",
+                    "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)"),
+}
 
 MARK = re.compile(r"<!-- section: (?P<key>[\w.-]+) -->\n.*?<!-- end: (?P=key) -->\n", re.S)
 HEADER = """# Benchmarks
@@ -50,10 +57,17 @@ Nothing here is typed by hand; to refresh a table, run its command again through
 def run_one(name: str, device: str, timeout: float) -> str:
     from ffcv_amcl import machine
 
-    title, argv = BENCHMARKS[name]
-    argv = [a.format(device=device) for a in argv]
+    if name in SAVED:
+        title, argv, measured_with, where = SAVED[name]
+        device = "cuda"
+    else:
+        title, argv = BENCHMARKS[name]
+        argv = [a.format(device=device) for a in argv]
+        where = measured_with = None
     cmd = [sys.executable, *argv]
     shown = "python " + " ".join(shlex.quote(a) for a in argv)
+    if measured_with:
+        shown = f"{measured_with}` on the GPU machine; re-printed with `{shown}"
     started = time.time()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -62,7 +76,7 @@ def run_one(name: str, device: str, timeout: float) -> str:
     if proc.returncode != 0:
         err = proc.stderr.strip().splitlines()[-15:]
         out += "\n\n[failed with exit code %d]\n%s" % (proc.returncode, "\n".join(err))
-    where = machine.one_line(machine.describe(device))
+    where = where or machine.one_line(machine.describe(device))
     key = f"{name}.{device.split(':')[0]}"
     return (f"<!-- section: {key} -->\n## {title} ({device.split(':')[0].upper()})\n\n"
             f"Command: `{shown}`  \nMachine: {where}  \nMeasured: {time.strftime('%Y-%m-%d')}, "
@@ -86,7 +100,7 @@ def merge(path: Path, sections: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS), help="run just these")
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED), help="run just these")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = ap.parse_args()

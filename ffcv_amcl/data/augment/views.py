@@ -1,0 +1,96 @@
+"""Two views from one stored image: decode once, crop twice.
+
+A decoder Operation (in FFCV terms, the first stage of the `image` pipeline) reads each sample
+once (JPEG decoded once into a scratch buffer, raw pixels read in place) and writes V resized
+crops, each with its own random parameters, into separate slices of one (B, V, S, S, 3) uint8
+buffer. Decoding twice through two `PipelineSpec` branches would double the JPEG cost.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ffcv.fields.rgb_image import IMAGE_MODES, SimpleRGBImageDecoder
+from ffcv.libffcv import imdecode
+from ffcv.pipeline.allocation_query import AllocationQuery
+from ffcv.pipeline.compiler import Compiler
+
+from .crop import centre_crop_params, random_crop_params, resized_crop_into
+from .rng import CROP, read_counter, stream_key
+
+
+class TwoViewDecoder(SimpleRGBImageDecoder):
+    """Decode each image once and emit `len(random_crop)` views of size (size, size).
+
+    random_crop[v]: True -> torchvision RandomResizedCrop parameters from view v's own stream;
+    False -> the centred crop of side centre_ratio * min(H, W) (1.0: the full image when square,
+    the full image resized otherwise with stretch=True).
+    """
+
+    def __init__(self, size: int, *, seed: int, epoch_address: int, random_crop=(True, True),
+                 scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), centre_ratio: float = 1.0,
+                 stretch: bool = True):
+        super().__init__()
+        self.size = int(size)
+        self.seed = int(seed)
+        self.epoch_address = int(epoch_address)
+        self.random_crop = np.array([bool(r) for r in random_crop], dtype=np.bool_)
+        self.scale = (float(scale[0]), float(scale[1]))
+        self.log_ratio = (float(np.log(ratio[0])), float(np.log(ratio[1])))
+        self.centre_ratio = float(centre_ratio)
+        self.stretch = bool(stretch)
+
+    def declare_state_and_memory(self, previous_state):
+        max_h = np.uint64(self.metadata["height"].max())
+        max_w = np.uint64(self.metadata["width"].max())
+        shape = (len(self.random_crop), self.size, self.size, 3)
+        u8 = np.dtype("<u1")
+        # Scratch for decoded JPEGs only if the file holds any (raw images are read in place).
+        has_jpg = bool((self.metadata["mode"] == IMAGE_MODES["jpg"]).any())
+        scratch = (max_h * max_w * np.uint64(3),) if has_jpg else (1,)
+        return (replace(previous_state, jit_mode=True, shape=shape, dtype=u8),
+                (AllocationQuery(shape, u8), AllocationQuery(scratch, u8)))
+
+    def generate_code(self):
+        jpg = IMAGE_MODES["jpg"]
+        mem_read = self.memory_read
+        my_range = Compiler.get_iterator()
+        imdecode_c = Compiler.compile(imdecode)
+        seed, address = self.seed, self.epoch_address
+        random_crop = self.random_crop
+        n_views = len(self.random_crop)
+        s_lo, s_hi = self.scale
+        r_lo, r_hi = self.log_ratio
+        centre_ratio, stretch = self.centre_ratio, self.stretch
+
+        def decode(batch_indices, my_storage, metadata, storage_state):
+            destination, scratch = my_storage
+            epoch = read_counter(address)
+            for i in my_range(len(batch_indices)):
+                index = batch_indices[i]
+                field = metadata[index]
+                data = mem_read(field["data_ptr"], storage_state)
+                height = np.uint32(field["height"])
+                width = np.uint32(field["width"])
+                if field["mode"] == jpg:
+                    buf = scratch[i]
+                    imdecode_c(data, buf, height, width, height, width, 0, 0, 1, 1, False, False)
+                    image = buf[:3 * height * width].reshape(height, width, 3)
+                else:
+                    image = data.reshape(height, width, 3)
+                h = np.int64(height)
+                w = np.int64(width)
+                for v in range(n_views):
+                    if random_crop[v]:
+                        key = stream_key(seed, epoch, index, v, CROP)
+                        top, left, ch, cw = random_crop_params(key, h, w, s_lo, s_hi, r_lo, r_hi)
+                    elif stretch:
+                        top, left, ch, cw = 0, 0, h, w
+                    else:
+                        top, left, ch, cw = centre_crop_params(h, w, centre_ratio)
+                    resized_crop_into(image, top, left, ch, cw, destination[i, v])
+            return destination[:len(batch_indices)]
+
+        decode.is_parallel = True
+        return decode

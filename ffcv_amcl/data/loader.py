@@ -1,0 +1,245 @@
+"""FFCV loaders that yield two augmented views (SSL) or one centred view (evaluation).
+
+The numba stages (ffcv_amcl.data.augment) produce uint8 (B, V, S, S, 3) batches on the host; the
+conversion to float, the normalisation with the dataset's mean/std (the .beton sidecar) and the
+channels_last layout happen last, in torch, on the target device (on CUDA the uint8 batch crosses
+the bus, 4x less traffic than float).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from numba import njit
+
+from ffcv_amcl.errors import UserError
+from ffcv_amcl.data.meta import read_meta
+from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, RandomBlur, RandomFlip,
+                                    RandomGrayscale, TwoViewDecoder, parse_augs)
+
+_ORDERS = ("random", "quasi_random", "sequential")
+_HEADER_BYTES = 24  # ffcv HeaderType: version u2, num_fields u2, page_size u4, num_samples u8, ptr u8
+
+
+def _check_beton(path) -> None:
+    """Fail early, with one line, on anything FFCV would choke on later (or crash reading)."""
+    p = Path(path)
+    hint = "write one with `python write_datasets.py --cfg.dataset=... --cfg.write_path=X.beton`"
+    if not p.is_file():
+        raise UserError(f"dataset file {str(p)!r} not found; {hint}")
+    size = p.stat().st_size
+    from ffcv.types import CURRENT_VERSION, FieldDescType, HeaderType
+    if size < HeaderType.itemsize:
+        raise UserError(f"{str(p)!r} is not an FFCV .beton file (too short); {hint}")
+    header = np.fromfile(p, dtype=HeaderType, count=1)[0]
+    nf = int(header["num_fields"])
+    fields_end = HeaderType.itemsize + nf * FieldDescType.itemsize
+    if (int(header["version"]) != CURRENT_VERSION or not 0 < nf <= 64 or fields_end > size
+            or not fields_end <= int(header["alloc_table_ptr"]) <= size):
+        raise UserError(f"{str(p)!r} is not an FFCV .beton file (bad header); {hint}")
+    from ffcv.reader import Reader
+    try:
+        reader = Reader(str(p))
+    except Exception as exc:  # corrupt: report, do not dump a traceback
+        raise UserError(f"{str(p)!r} is not a readable .beton file ({exc}); {hint}") from None
+    from ffcv.fields import IntField, RGBImageField
+    if not isinstance(reader.handlers.get("image"), RGBImageField):
+        raise UserError(f"{str(p)!r} has no RGB `image` field (fields: {list(reader.handlers)}); {hint}")
+    if not isinstance(reader.handlers.get("label"), IntField):
+        raise UserError(f"{str(p)!r} has no integer `label` field (fields: {list(reader.handlers)}); {hint}")
+    if int(reader.num_samples) == 0:
+        raise UserError(f"{str(p)!r} holds no samples; {hint}")
+
+
+def _workers(num_workers: int) -> int:
+    if num_workers is None or num_workers < 1:
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:
+            return os.cpu_count() or 1
+    return int(num_workers)
+
+
+def _check_common(path, batch_size, image_size, device):
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size <= 0:
+        raise UserError(f"image_size must be a positive integer, got {image_size!r}; e.g. 32 for CIFAR, 224 for ImageNet")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    _check_beton(path)
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")
+def _normalise_host(images, view, mean, inv_std, out):
+    """(x - mean) * inv_std from uint8 images[:, view] (N, V, H, W, 3) into float32 NHWC in
+    one pass (CPU path)."""
+    for i in range(images.shape[0]):
+        src = images[i, view].reshape(-1)
+        dst = out[i].reshape(-1)
+        for k in range(src.shape[0] // 3):
+            dst[3 * k] = (np.float32(src[3 * k]) - mean[0]) * inv_std[0]
+            dst[3 * k + 1] = (np.float32(src[3 * k + 1]) - mean[1]) * inv_std[1]
+            dst[3 * k + 2] = (np.float32(src[3 * k + 2]) - mean[2]) * inv_std[2]
+
+
+class _Normaliser:
+    """uint8 NHWC (host) -> float32 NCHW channels_last, (x - mean) / std, on the device.
+
+    A float NHWC array viewed as NCHW is already channels_last. On CUDA the uint8 batch crosses
+    the bus (4x less than float) and torch normalises it there. On the CPU one fused numba pass
+    does it: three torch passes cost more, and torch's OpenMP threads spin-wait on the cores the
+    loader's own threads need.
+    """
+
+    def __init__(self, path, device):
+        meta = read_meta(path)
+        self.device = torch.device(device)
+        self.mean_np = np.asarray(meta["mean"], dtype=np.float32)
+        self.inv_std_np = (1.0 / np.asarray(meta["std"], dtype=np.float64)).astype(np.float32)
+        self.mean = torch.from_numpy(self.mean_np).to(self.device)
+        self.inv_std = torch.from_numpy(self.inv_std_np).to(self.device)
+
+    def __call__(self, images: np.ndarray, view: int) -> torch.Tensor:
+        """images: the pipeline's uint8 (N, V, H, W, 3) batch; returns view `view`."""
+        if self.device.type == "cpu":
+            out = np.empty(images.shape[:1] + images.shape[2:], dtype=np.float32)
+            _normalise_host(np.ascontiguousarray(images), view, self.mean_np, self.inv_std_np, out)
+            return torch.from_numpy(out).permute(0, 3, 1, 2)
+        u8 = np.ascontiguousarray(images[:, view])
+        x = torch.from_numpy(u8).to(self.device, non_blocking=True)
+        x = x.to(torch.float32).sub_(self.mean).mul_(self.inv_std)
+        return x.permute(0, 3, 1, 2)
+
+
+def by_name(loader, batch) -> dict:
+    """FFCV returns a batch in the .beton's field order, not the `pipelines` order: name it."""
+    return dict(zip(loader.pipeline_specs.keys(), batch))
+
+
+class _Base:
+    """Epoch bookkeeping shared by both loaders; `_loader` is the ffcv Loader."""
+
+    def __init__(self, loader, epoch: EpochCounter, normalise: _Normaliser, batch_size: int):
+        self._loader = loader
+        self._epoch = epoch
+        self._normalise = normalise
+        self.batch_size = int(batch_size)
+        self.num_samples = int(len(loader.indices))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Epoch used by the next iter(): shuffle order and per-image random streams follow it."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def _batches(self):
+        self._epoch.value = self.epoch
+        self._loader.next_epoch = self.epoch
+        for batch in self._loader:
+            named = by_name(self._loader, batch)
+            yield named["image"], named["label"]
+        self.epoch += 1
+
+    def _labels(self, labels) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(labels).reshape(-1).astype(np.int64)).to(
+            self._normalise.device, non_blocking=True)
+
+
+class SSLLoader(_Base):
+    """Yields (view_a, view_b, label) per batch; see make_ssl_loader."""
+
+    def __iter__(self):
+        for images, labels in self._batches():
+            yield self._normalise(images, 0), self._normalise(images, 1), self._labels(labels)
+
+
+class EvalLoader(_Base):
+    """Yields (image, label) per batch; see make_eval_loader."""
+
+    def __iter__(self):
+        for images, labels in self._batches():
+            yield self._normalise(images, 0), self._labels(labels)
+
+
+def build_image_pipeline(letters_a, letters_b, image_size, *, seed, epoch_address,
+                         color_strength=0.5, crop_scale=(0.08, 1.0)):
+    """The FFCV operations for the `image` field: decoder, then flip, jitter, colour drop, blur
+    (the order of the SimCLR reference). A stage is left out if neither view uses its letter."""
+    common = dict(seed=seed, epoch_address=epoch_address)
+    ops = [TwoViewDecoder(image_size, random_crop=("a" in letters_a, "a" in letters_b),
+                          scale=crop_scale, **common)]
+    for letter, make in (("e", lambda en: RandomFlip(enabled=en, **common)),
+                         ("d", lambda en: ColorJitter(strength=color_strength, enabled=en, **common)),
+                         ("c", lambda en: RandomGrayscale(enabled=en, **common)),
+                         ("b", lambda en: RandomBlur(enabled=en, **common))):
+        enabled = (letter in letters_a, letter in letters_b)
+        if any(enabled):
+            ops.append(make(enabled))
+    return ops
+
+
+def make_ssl_loader(path, batch_size, *, augs="default", image_size=32, num_workers=-1,
+                    device="cpu", distributed=False, seed=0, color_strength=0.5, drop_last=True,
+                    crop_scale=(0.08, 1.0), augs_b=None, order="random"):
+    """Two-view SSL loader over an FFCV .beton.
+
+    augs / augs_b: `--augs` letters (ffcv_amcl.data.augment.spec) for view a / view b (augs_b
+    defaults to augs). Given a seed, the views of sample i in epoch e are the same for every
+    run, worker count and distributed split. Iterating yields (view_a, view_b, label): float32
+    (N, 3, S, S) channels_last normalised tensors and int64 (N,) labels on `device`.
+    """
+    letters_a = parse_augs(augs)
+    letters_b = letters_a if augs_b is None else parse_augs(augs_b, flag="augs_b")
+    _check_common(path, batch_size, image_size, device)
+    if order not in _ORDERS:
+        raise UserError(f"unknown order {order!r}; use one of {', '.join(_ORDERS)}")
+    lo, hi = (float(crop_scale[0]), float(crop_scale[1]))
+    if not 0.0 < lo <= hi <= 1.0:
+        raise UserError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}")
+    if color_strength < 0:
+        raise UserError(f"color_strength must be >= 0, got {color_strength!r}")
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+
+    epoch = EpochCounter(0)
+    image_ops = build_image_pipeline(letters_a, letters_b, int(image_size), seed=int(seed),
+                                     epoch_address=epoch.address, color_strength=color_strength,
+                                     crop_scale=(lo, hi))
+    loader = Loader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
+                    order=getattr(OrderOption, order.upper()), drop_last=drop_last,
+                    distributed=distributed, seed=int(seed),
+                    pipelines={"image": image_ops, "label": [IntDecoder()]})
+    return SSLLoader(loader, epoch, _Normaliser(path, device), batch_size)
+
+
+def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device="cpu",
+                     distributed=False, centre_ratio=None):
+    """Sequential single-view loader: centred square crop (side centre_ratio * min(H, W)),
+    resized to image_size. centre_ratio defaults to 1.0 when the stored images are at most
+    image_size * 8/7 on their short side (CIFAR: the whole image) and 0.875 otherwise (the
+    usual ImageNet resize-256 / crop-224)."""
+    _check_common(path, batch_size, image_size, device)
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.reader import Reader
+
+    if centre_ratio is None:
+        reader = Reader(str(path))
+        meta = reader.metadata[f"f{list(reader.handlers).index('image')}"]
+        short = np.minimum(meta["height"], meta["width"])
+        centre_ratio = 1.0 if np.median(short) <= image_size * 8 / 7 else 0.875
+    epoch = EpochCounter(0)
+    decoder = TwoViewDecoder(int(image_size), random_crop=(False,), seed=0,
+                             epoch_address=epoch.address, centre_ratio=float(centre_ratio),
+                             stretch=False)
+    loader = Loader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
+                    order=OrderOption.SEQUENTIAL, drop_last=False, distributed=distributed,
+                    pipelines={"image": [decoder], "label": [IntDecoder()]})
+    return EvalLoader(loader, epoch, _Normaliser(path, device), batch_size)

@@ -1,0 +1,86 @@
+"""Small .beton files written with FFCV's own DatasetWriter (no dependency on write_datasets.py)."""
+import numpy as np
+import pytest
+
+
+class ArrayDataset:
+    def __init__(self, images, labels, label_first=False):
+        self.images, self.labels, self.label_first = images, labels, label_first
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if self.label_first:
+            return int(self.labels[i]), self.images[i]
+        return self.images[i], int(self.labels[i])
+
+
+def photo_patches(n, side, seed=0, min_side=None, max_side=None):
+    """Real-looking images: random crops of scikit-learn's sample photographs, resized."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = [Image.fromarray(p) for p in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        ph = photos[i % len(photos)]
+        W, H = ph.size
+        cw = int(rng.integers(W // 6, W // 2))
+        chh = int(rng.integers(H // 6, H // 2))
+        x, y = int(rng.integers(0, W - cw)), int(rng.integers(0, H - chh))
+        if side is not None:
+            size = (side, side)
+        else:
+            size = (int(rng.integers(min_side, max_side)), int(rng.integers(min_side, max_side)))
+        out.append(np.asarray(ph.crop((x, y, x + cw, y + chh)).resize(size, Image.BILINEAR)))
+    return out
+
+
+def write_beton(path, images, labels, *, mode="raw", max_resolution=None, label_first=False,
+                fields=None):
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    if fields is None:
+        img = RGBImageField(write_mode=mode, max_resolution=max_resolution, jpeg_quality=90)
+        fields = {"label": IntField(), "image": img} if label_first else {"image": img, "label": IntField()}
+    DatasetWriter(str(path), fields, num_workers=1).from_indexed_dataset(
+        ArrayDataset(images, labels, label_first) if "image" in fields else _LabelOnly(labels))
+    return str(path)
+
+
+class _LabelOnly:
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return (int(self.labels[i]),)
+
+
+@pytest.fixture(scope="session")
+def small_beton(tmp_path_factory):
+    """96 real-looking 32x32 images (raw); label = sample index (tests map rows back to sources);
+    with a sidecar meta."""
+    from ffcv_amcl.data.meta import write_meta
+
+    images = photo_patches(96, 32)
+    labels = np.arange(96)
+    path = write_beton(tmp_path_factory.mktemp("beton") / "small.beton", images, labels)
+    write_meta(path, {"dataset": "test", "split": "train", "num_samples": 96, "num_classes": 96,
+                      "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]})
+    return path, np.stack(images), labels
+
+
+@pytest.fixture(scope="session")
+def jpeg_beton(tmp_path_factory):
+    """24 variable-size JPEG images, label = index (label first: field order must not matter)."""
+    images = photo_patches(24, None, seed=1, min_side=40, max_side=90)
+    labels = np.arange(24)
+    path = write_beton(tmp_path_factory.mktemp("beton") / "jpg.beton", images, labels, mode="jpg",
+                       label_first=True)
+    return path, images, labels
