@@ -1,0 +1,332 @@
+"""Full SimCLR-AMCL training step: this project vs a re-creation of the reference implementation's step.
+
+Both sides train the same network (torchvision ResNet-18, C projection heads F->F->128, AMCL loss with the
+shared temperature network) on the same 32x32 images, on the same device, in one run:
+
+  ours       FFCV .beton + numba two-view pipeline (crop, flip, colour jitter, grayscale), normalised on the
+             device; build_model (heads as stacked weights, one einsum), channels_last, bf16 autocast on
+             CUDA; the trainer's own train_step (ffcv_amcl.train).
+  reference  torchvision DataLoader over in-memory uint8 images, PIL two-view augmentation (RandomResizedCrop,
+             RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, ToTensor,
+             Normalize), fp32, NCHW; the backbone runs once per view; a Python loop over C separate
+             nn.Sequential heads; the AMCL loss loops over heads and directions and runs the temperature
+             network on every anchor-negative pair (benchmarks/losses.py:reference_loss, checked equal at start-up);
+             plain SGD step.
+
+Rounds alternate (ours, reference, ours, reference, ...) so that load from other processes hits both alike;
+each round has its own warm-up; the table shows each side's best round (the least disturbed). CPU default: ImageNet stem and batch 64
+(the CIFAR stem at batch 512 takes minutes per step on two cores); CUDA default: CIFAR stem, batch 512.
+
+    python benchmarks/train_step.py --device cpu|cuda [--batch N] [--steps N] [--rounds N]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ffcv_amcl import distributed as dist  # noqa: E402
+from ffcv_amcl import machine  # noqa: E402
+from ffcv_amcl.config import parse_config  # noqa: E402
+from ffcv_amcl.errors import UserError, cli  # noqa: E402
+from ffcv_amcl.losses.amcl import AMCLContrastive  # noqa: E402
+from ffcv_amcl.losses.temperature import omega, pair_tau  # noqa: E402
+from ffcv_amcl.model.backbone import make_backbone  # noqa: E402
+from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, time_step  # noqa: E402
+from ffcv_amcl.train import make_loaders  # noqa: E402
+
+
+def reference_loss_fn():
+    """benchmarks/losses.py's re-creation of the reference AMCL loss (the formulation this script mirrors)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_losses", ROOT / "benchmarks" / "losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_loss
+
+
+class ReferenceAMCL(nn.Module):
+    """The reference formulation of the SimCLR-AMCL loss (benchmarks/losses.py:reference_loss): a loop over
+    heads and both directions, negatives expanded to (B, 2B-2, D) per anchor and the temperature network run
+    on every anchor-negative pair. Only the negative index is built once per batch size (with tensor ops)
+    instead of by a Python loop per call, so the reference is not charged for bookkeeping."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.m = AMCLContrastive(dim, heads, validate=False)            # phi and the constants
+        self._others: dict = {}
+
+    def others(self, B: int, device) -> torch.Tensor:
+        key = (B, str(device))
+        if key not in self._others:
+            j = torch.arange(2 * B, device=device).expand(B, 2 * B)
+            i = torch.arange(B, device=device)[:, None]
+            self._others[key] = j[(j != i) & (j != i + B)].view(B, 2 * B - 2)
+        return self._others[key]
+
+    def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
+        m = self.m
+        C, B, D = za.shape
+        others = self.others(B, za.device)
+        k = min(m.topk, 2 * B - 2)
+        total = za.new_zeros(())
+        for c in range(C):
+            for anchors, positives in ((za[c], zb[c]), (zb[c], za[c])):
+                a, pos = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
+                negs = torch.cat([a, pos])[others]                          # (B, 2B-2, D)
+                pa, pn = m.phi(a), m.phi(negs)                              # phi on every anchor-negative pair
+                s_neg = torch.einsum("bd,bnd->bn", a, negs)
+                a_neg = torch.einsum("bd,bnd->bn", pa, pn)
+                with torch.no_grad():
+                    idx = s_neg.topk(k, dim=-1).indices
+                s_pos, a_pos = (a * pos).sum(-1), (pa * m.phi(pos)).sum(-1)
+                s_n, a_n = s_neg.gather(-1, idx), a_neg.gather(-1, idx)
+                tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_n, m.tau_min, m.tau_max)
+                per_anchor = (-s_pos / tau_p + (s_n / tau_n).mean(-1) + m.beta * omega(tau_p, m.dim)
+                              - m.beta * (torch.log(tau_n) + 1.0 / tau_n).sum(-1))
+                total = total + 0.5 * per_anchor.mean()
+        return total
+
+
+def check_reference_loss() -> float:
+    """ReferenceAMCL computes benchmarks/losses.py's reference loss and the project's loss (small float64 case)."""
+    torch.manual_seed(0)
+    ref = ReferenceAMCL(16, 2).double()
+    za, zb = torch.randn(2, 6, 16, dtype=torch.float64), torch.randn(2, 6, 16, dtype=torch.float64)
+    ours, theirs, project = ref(za, zb), reference_loss_fn()(ref.m, za, zb), ref.m(za, zb)
+    diff = max(float((ours - theirs).abs()), float((ours - project).abs())) / float(project.abs())
+    if diff > 1e-9:
+        raise UserError(f"the reference loss re-creation disagrees with benchmarks/losses.py by {diff:.1e}")
+    return diff
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+def images(count: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` 32x32 RGB digits (the embedded set, tiled when more are asked for)."""
+    from ffcv_amcl.data.digits import load_digits
+
+    x, y = load_digits("train")
+    reps = -(-count // len(x))
+    return np.concatenate([x] * reps)[:max(count, len(x))], np.concatenate([y] * reps)[:max(count, len(x))]
+
+
+class ArrayImages:
+    def __init__(self, x, y):
+        self.images, self.labels = x, y
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i], int(self.labels[i])
+
+
+class TwoViewPIL(torch.utils.data.Dataset):
+    """torchvision-CIFAR-style dataset: uint8 array -> PIL image -> two independently augmented views."""
+
+    def __init__(self, x, y, mean, std, size=32):
+        import torchvision.transforms as T
+
+        self.x, self.y = x, y
+        self.transform = T.Compose([
+            T.RandomResizedCrop(size, scale=(0.08, 1.0)),
+            T.RandomHorizontalFlip(p=0.5),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.ToTensor(),
+            T.Normalize([m / 255 for m in mean], [s / 255 for s in std]),
+        ])
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.x[i])
+        return self.transform(img), self.transform(img), int(self.y[i])
+
+
+# --------------------------------------------------------------------------------------------- reference
+
+class ReferenceSimCLR(nn.Module):
+    """Backbone per view, one nn.Sequential per head in a Python loop, reference AMCL loss formulation."""
+
+    def __init__(self, heads: int, stem: str, dim: int = 128):
+        super().__init__()
+        self.backbone = make_backbone("resnet18", stem=stem, image_size=32)
+        f = self.backbone.feature_dim
+        self.heads = nn.ModuleList(nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True), nn.Linear(f, dim))
+                                   for _ in range(heads))
+        self.criterion = ReferenceAMCL(dim, heads)
+
+    def forward(self, view_a, view_b):
+        ha, hb = self.backbone(view_a), self.backbone(view_b)
+        za = torch.stack([head(ha) for head in self.heads])
+        zb = torch.stack([head(hb) for head in self.heads])
+        return self.criterion(za, zb)
+
+
+def reference_round(model, optimizer, batches, warmup: int, steps: int, batch_size: int, device) -> tuple:
+    """(pairs/s, data-wait share) of the reference loop: host-to-device copy, forward, backward, SGD step."""
+    def one(batch):
+        a = batch[0].to(device, non_blocking=True)
+        b = batch[1].to(device, non_blocking=True)
+        loss = model(a, b)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        one(next(batches))
+    clock, waited = Clock(device), 0.0
+    clock.start()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        waited += time.perf_counter() - t0
+        one(batch)
+    seconds = clock.stop()
+    return steps * batch_size / seconds, min(1.0, waited / seconds)
+
+
+# --------------------------------------------------------------------------------------------------- main
+
+@cli
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--batch", type=int, default=None, help="default: 64 on CPU, 512 on CUDA")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 2 CPU, 30 CUDA)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per round (default: 1 CPU, 5 CUDA)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per side (best shown)")
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--stem", choices=["cifar", "imagenet"], default=None,
+                    help="default: imagenet on CPU, cifar on CUDA")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="loader threads (ours) / DataLoader workers (reference); default: 2 on CPU, "
+                         "min(16, cores) on CUDA")
+    ap.add_argument("--images", type=int, default=None, help="dataset size (default: 1437 CPU, 50000 CUDA)")
+    args = ap.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible; run with --device cpu or on a GPU machine")
+    B = args.batch or (512 if cuda else 64)
+    steps, warmup = args.steps or (30 if cuda else 2), args.warmup if args.warmup is not None else (5 if cuda else 1)
+    stem = args.stem or ("cifar" if cuda else "imagenet")
+    cores = machine.usable_cores()
+    workers = args.workers or (min(16, cores) if cuda else 2)
+    if B < 2 or steps < 1 or args.rounds < 1 or args.heads < 1:
+        raise UserError("--batch >= 2, --steps, --rounds and --heads >= 1")
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    diff = check_reference_loss()
+    x, y = images(args.images or (50000 if cuda else 1437))
+    with tempfile.TemporaryDirectory() as tmp:
+        from ffcv_amcl.data.meta import read_meta
+        from ffcv_amcl.data.write import write_beton
+
+        beton = Path(tmp) / "bench.beton"
+        with contextlib.redirect_stdout(sys.stderr):           # its progress line is not part of the table
+            write_beton(beton, ArrayImages(x, y), num_workers=min(cores, 8),
+                        meta={"dataset": "digits-tiled", "split": "train", "num_classes": 10})
+        meta = read_meta(beton)
+        cfg, _ = parse_config([f"--data.train_dataset={beton}", f"--data.num_workers={workers}",
+                               "--data.augs=default", "--model.method=simclr", "--model.amcl=1",
+                               f"--model.heads={args.heads}", f"--model.stem={stem}",
+                               f"--training.batch_size={B}", "--training.lr=0.06",
+                               f"--training.device={args.device}",
+                               f"--training.precision={'bf16' if cuda else 'fp32'}", "--eval.knn_every=0",
+                               f"--logging.folder={tmp}/run"], world_size=1)
+        ours_loader = make_loaders(cfg, dist.DistInfo(device=device))[0]
+        ours = make_trainee(cfg, device, total_steps=args.rounds * (warmup + steps))
+
+        torch.manual_seed(0)
+        ref_model = ReferenceSimCLR(args.heads, stem).to(device)
+        ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+        ref_loader = torch.utils.data.DataLoader(TwoViewPIL(x, y, meta["mean"], meta["std"]), batch_size=B,
+                                                 shuffle=True, num_workers=workers, pin_memory=cuda,
+                                                 drop_last=True)
+        print(f"# SimCLR-AMCL training step, ResNet-18 ({stem} stem), C={args.heads}, batch {B}, 32x32, "
+              f"{len(x)} images, {args.device}", flush=True)
+        print(f"# machine: {machine.one_line(machine.describe(str(device)))}", flush=True)
+        print(f"# reference loss re-creation = benchmarks/losses.py reference_loss = AMCLContrastive "
+              f"(max rel diff {diff:.0e}, float64 check)", flush=True)
+        rates = {"ours": [], "ref": []}
+        waits = {"ours": [], "ref": []}
+        for r in range(args.rounds):
+            torch.set_num_threads(cores)             # FFCV sets torch threads to its own worker count
+            batches = cycle(ours_loader)
+            rate, wait = time_step(ours, batches, warmup, steps, B, device)
+            batches.close()                          # its threads stop before the reference runs
+            rates["ours"].append(rate)
+            waits["ours"].append(wait)
+            torch.set_num_threads(cores)
+            batches = iter_forever(ref_loader)
+            rate, wait = reference_round(ref_model, ref_opt, batches, warmup, steps, B, device)
+            batches.close()
+            rates["ref"].append(rate)
+            waits["ref"].append(wait)
+            print(f"# round {r + 1}: ours {rates['ours'][-1]:,.1f} pairs/s, reference {rates['ref'][-1]:,.1f} "
+                  f"pairs/s", flush=True)
+    best = {k: max(range(args.rounds), key=lambda i: v[i]) for k, v in rates.items()}
+    ours_rate, ref_rate = rates["ours"][best["ours"]], rates["ref"][best["ref"]]
+    rows = [
+        ("loader", f"FFCV + numba, {workers} threads", f"DataLoader + PIL, {workers} workers"),
+        ("heads / loss", "stacked einsum, phi per view", "per-head loop, phi per pair"),
+        ("precision, layout", f"{precision_name(ours.autocast_dtype)}, channels_last", "fp32, NCHW"),
+        ("step pairs/s", f"{ours_rate:,.1f}", f"{ref_rate:,.1f}"),
+        ("ms per step", f"{B / ours_rate * 1e3:,.1f}", f"{B / ref_rate * 1e3:,.1f}"),
+        ("waiting for data", f"{waits['ours'][best['ours']]:.1%}", f"{waits['ref'][best['ref']]:.1%}"),
+    ]
+    w0, w1, w2 = (max(len(r[i]) for r in rows) for i in range(3))
+    w1, w2 = max(w1, 4), max(w2, 9)
+    print(f"# best of {args.rounds} alternating rounds, {steps} timed steps after {warmup} warm-up per round; "
+          f"{cores} torch threads")
+    print(f"{'':<{w0}}  {'ours':>{w1}}  {'reference':>{w2}}")
+    for name, a, b in rows:
+        print(f"{name:<{w0}}  {a:>{w1}}  {b:>{w2}}")
+    print(f"speed-up (ours / reference): {ours_rate / ref_rate:.2f}x")
+    return 0
+
+
+def iter_forever(loader):
+    """DataLoader batches across epochs (workers restart each epoch, as in the reference)."""
+    while True:
+        with stdout_to_stderr():   # numba's TBB pool warns on stdout when the workers fork; keep the table clean
+            it = iter(loader)
+        yield from it
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Point file descriptor 1 at stderr for a while (C-level prints included)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""Every setting of a training run, declared once with fastargs, and checked before any work starts.
+
+`parse_config(argv)` reads `--config-file x.yaml` (fastargs YAML/JSON, one mapping per section) and
+`--section.param=value` overrides (later wins), then rejects what fastargs would silently accept:
+unknown keys, values of the wrong kind, impossible combinations, missing .beton files and batches the
+dataset cannot fill. It returns a plain nested namespace (`cfg.training.lr`); `to_flat`/`from_flat`
+convert it to the flat dict of plain values that checkpoints and `config.json` store.
+
+Names fixed by the issue (outside code relies on them): data.train_dataset, data.val_dataset,
+data.num_workers, model.arch, model.method, model.amcl, model.heads, training.epochs,
+training.batch_size, training.lr, training.resume, training.seed, logging.folder, eval.knn_every.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from fastargs import Config, Param, Section
+from fastargs.dict_utils import expand_keys, fix_dict
+from fastargs.validation import Checker
+
+from ffcv_amcl.errors import UserError, check
+
+METHODS = ("simclr", "moco", "simsiam", "barlow_twins", "byol")
+ARCHS = ("resnet18", "resnet50")
+
+
+class Choice(Checker):
+    """One of a fixed, ordered list of values (fastargs' OneOf prints a set, in random order)."""
+
+    def __init__(self, *values, cast=str):
+        self.values, self.cast = values, cast
+
+    def check(self, value):
+        value = self.cast(value)
+        if value not in self.values:
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        return "one of " + ", ".join(str(v) for v in self.values)
+
+
+class Flag(Choice):
+    def __init__(self):
+        super().__init__(0, 1, cast=int)
+
+    def check(self, value):
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            value = int(value.lower() == "true")
+        return super().check(value)
+
+    def help(self):
+        return "0 or 1"
+
+
+class Number(Checker):
+    """int or float with bounds; help names the range."""
+
+    def __init__(self, cast=float, low=None, high=None):
+        self.cast, self.low, self.high = cast, low, high
+
+    def check(self, value):
+        if isinstance(value, bool):
+            raise ValueError(value)
+        if self.cast is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        value = self.cast(float(value)) if self.cast is int else self.cast(value)
+        if not math.isfinite(value):
+            raise ValueError(value)
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise ValueError(value)
+        return value
+
+    def help(self):
+        kind = "an integer" if self.cast is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{self.low}, {self.high}]"
+        if self.low is not None:
+            return f"{kind} >= {self.low}"
+        return kind
+
+
+class Text(Checker):
+    def check(self, value):
+        if value is None or isinstance(value, (dict, list)):
+            raise ValueError(value)
+        return str(value)
+
+    def help(self):
+        return "a string"
+
+
+class Pair(Checker):
+    """Two floats `lo,hi` with 0 < lo <= hi <= 1 (a crop scale range); YAML list or 'lo,hi' string."""
+
+    def check(self, value):
+        if isinstance(value, str):
+            value = value.strip("()[] ").split(",")
+        lo, hi = (float(v) for v in value)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(value)
+        return (lo, hi)
+
+    def help(self):
+        return "two numbers lo,hi with 0 < lo <= hi <= 1"
+
+
+def _i(default, low=None, high=None, desc=""):
+    return Param(Number(int, low, high), desc, default=default)
+
+
+def _f(default, low=None, high=None, desc=""):
+    return Param(Number(float, low, high), desc, default=default)
+
+
+def _s(default, desc=""):
+    return Param(Text(), desc, default=default)
+
+
+def _c(default, *values, desc=""):
+    return Param(Choice(*values), desc, default=default)
+
+
+def _b(default, desc=""):
+    return Param(Flag(), desc, default=default)
+
+
+# section -> (description, {name: Param}). Defaults follow AMCL_SPEC.md (CIFAR, ResNet-18) unless noted.
+SPEC = {
+    "data": ("Data", dict(
+        train_dataset=Param(Text(), "training .beton (write_datasets.py)", required=True),
+        val_dataset=_s("", "held-out .beton for the kNN monitor ('' = no kNN)"),
+        num_workers=_i(-1, -1, desc="FFCV loader threads (-1 = all cores)"),
+        image_size=_i(32, 8, desc="side of the augmented views, px"),
+        augs=_s("default", "augmentation letters a-e (crop blur grey colour flip), 'default' = acde"),
+        augs_b=_s("", "letters for view b ('' = same as augs; ASCL: 'ae' = weak key view)"),
+        crop_scale=Param(Pair(), "random-resized-crop scale range", default="0.08,1"),
+        color_strength=_f(0.5, 0, desc="colour-distortion strength s"),
+        order=_c("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
+    )),
+    "model": ("Model", dict(
+        arch=_c("resnet18", *ARCHS, desc="torchvision backbone"),
+        method=_c("simclr", *METHODS, desc="self-supervised method"),
+        amcl=_b(1, "1 = AMCL multi-head adaptive-temperature loss, 0 = the method's classic loss"),
+        heads=_i(3, desc="projection heads C"),
+        stem=_c("auto", "cifar", "imagenet", "auto", desc="auto = cifar stem for images <= 64 px"),
+        proj_dim=_i(0, 0, desc="projection size D (0 = method default: 128 contrastive, 2048 BN-MLP, 256 BYOL)"),
+        proj_hidden=_i(0, 0, desc="projector hidden size (0 = method default)"),
+        pred_hidden=_i(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = method default)"),
+    )),
+    "training": ("Training", dict(
+        epochs=_i(100, 1, desc="epochs"),
+        batch_size=_i(512, 1, desc="images per step per process (GPU)"),
+        lr=_f(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
+        resume=_s("auto", "auto = newest valid checkpoint in logging.folder, none, or a .pt path"),
+        seed=_i(0, 0, desc="seed of weights, augmentations and sample order"),
+        optimizer=_c("sgd", "sgd", "lars", desc="sgd (momentum) or lars for large batches"),
+        momentum=_f(0.9, 0, 1, desc="SGD/LARS momentum"),
+        weight_decay=_f(5e-4, 0, desc="weight decay"),
+        exclude_bn_bias=_b(0, "1 = no weight decay (and no LARS scaling) on BN parameters and biases"),
+        warmup_epochs=_f(0.0, 0, desc="linear warm-up length, epochs"),
+        final_lr=_f(0.0, 0, desc="learning rate at the end of the cosine"),
+        clip_grad=_f(1.0, 0, desc="gradient-norm clip (0 = off)"),
+        precision=_c("bf16", "fp32", "bf16", "fp16", "fp64",
+                     desc="bf16/fp16 = autocast on CUDA (CPU runs fp32); fp64 = float64 reference runs (numerics checks)"),
+        sync_bn=_b(0, "1 = batch statistics over all processes"),
+        checkpoint_every=_i(10, 0, desc="save every N epochs (0 = only at the end)"),
+        max_steps=_i(0, 0, desc="stop after this many steps in total (0 = no limit; smoke tests)"),
+        device=_c("auto", "auto", "cpu", "cuda", desc="auto = cuda when available"),
+        deterministic=_b(0, "1 = deterministic CUDA kernels (CPU runs are deterministic anyway)"),
+        log_every=_i(20, 1, desc="steps between progress-bar updates and non-finite checks"),
+    )),
+    "loss": ("Loss", dict(
+        temperature=_f(0.0, 0, desc="fixed temperature of the classic losses (0 = 0.5 SimCLR, 0.1 MoCo)"),
+        beta=_f(-1.0, desc="AMCL regulariser weight (-1 = 1e-4, Barlow Twins 1e-6)"),
+        topk=_i(100, 1, desc="AMCL: hardest negatives kept per anchor"),
+        tau_min=_f(1e-5, 0, desc="AMCL lowest temperature"),
+        tau_max=_f(2.0, 0, desc="AMCL highest temperature"),
+        tau_hidden=_i(128, 1, desc="AMCL temperature-network hidden size"),
+        queue_size=_i(4096, 1, desc="MoCo negatives per head"),
+        momentum=_f(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine to 1)"),
+        barlow_lambda=_f(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
+        mochi_n_hard=_i(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
+        mochi_s1=_i(16, desc="MoCHi: negative-negative mixes per query"),
+        mochi_s2=_i(16, desc="MoCHi: query-negative mixes per query"),
+        mochi_start=_i(0, 0, desc="MoCHi: first epoch with mixing (warm-up)"),
+        ascl=_b(0, "1 = ASCL soft targets on the MoCo path"),
+        ascl_variant=_c("ascl", "ascl", "ahcl", "hard", desc="ASCL target form"),
+        ascl_k=_i(5, 0, desc="ASCL K (weight scale; top-K for ahcl/hard)"),
+        ascl_t1=_f(0.1, 0, desc="ASCL query temperature"),
+        ascl_t2=_f(0.05, 0, desc="ASCL key-to-queue temperature"),
+    )),
+    "logging": ("Logging", dict(
+        folder=_s("runs/train", "checkpoints, config.json, metrics.jsonl"),
+        tensorboard=_b(0, "1 = also write TensorBoard events (needs the tensorboard package)"),
+    )),
+    "eval": ("Evaluation", dict(
+        knn_every=_i(10, 0, desc="kNN monitor every N epochs, plus epoch 0 and the last (0 = off)"),
+        knn_k=_i(200, 1, desc="kNN neighbours"),
+        knn_t=_f(0.1, 0, desc="kNN vote temperature"),
+        batch_size=_i(512, 1, desc="batch size for feature extraction"),
+        image_size=_i(0, 0, desc="evaluation image side (0 = data.image_size)"),
+        linear_epochs=_i(100, 1, desc="linear probe epochs"),
+        linear_lr=_f(0.1, 0, desc="linear probe peak lr (SGD, cosine)"),
+        linear_batch_size=_i(256, 1, desc="linear probe batch size"),
+        linear_wd=_f(0.0, 0, desc="linear probe weight decay"),
+    )),
+    "dist": ("Distributed (torchrun sets the world; no launcher here)", dict(
+        backend=_c("auto", "auto", "nccl", "gloo", desc="auto = nccl on GPU, gloo on CPU"),
+    )),
+}
+
+# Method defaults that depend on another setting; applied by `resolve`.
+DEFAULT_TEMPERATURE = {"simclr": 0.5, "moco": 0.1}
+
+
+def declare(config: Config | None = None, sections: dict | None = None) -> Config:
+    """Register SPEC (or `sections`) on a fresh fastargs Config (not the global one: tests parse often)."""
+    config = config or Config()
+    for ns, (desc, params) in (sections or SPEC).items():
+        Section(ns, desc, config_descriptor=config).params(
+            **{name: Param(p.checker, p.desc, default=p.default, required=p.required) for name, p in params.items()})
+    return config
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print usage and exit; we want one line.
+        raise UserError(f"{message} (see --help)")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def read_config_file(path: str) -> dict:
+    """Flat {section.param: value} from a fastargs YAML or JSON file."""
+    p = Path(path)
+    check(p.is_file(), f"config file {path} not found: check the --config-file path")
+    text = p.read_text()
+    try:
+        tree = json.loads(text)
+    except ValueError:
+        try:
+            import yaml
+        except ImportError:
+            raise UserError(f"reading {path} needs PyYAML: pip install pyyaml (or give a JSON config)")
+        try:
+            tree = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UserError(f"config file {path} is not valid YAML ({str(exc).splitlines()[0]})")
+    if tree is None:
+        return {}
+    check(isinstance(tree, dict), f"config file {path} must map sections to settings (section: {{param: value}})")
+    return _flatten(fix_dict(expand_keys(tree)))
+
+
+def parse_argv(argv: list[str] | None = None, *, sections: dict | None = None,
+               extra: dict[str, dict] | None = None, prog: str = "ffcv-amcl-train") -> tuple[dict, dict, dict]:
+    """argv -> (values {section.param: validated value}, explicit {section.param: raw value given by the
+    user}, extra args). Unknown keys, in files or on the command line, raise UserError naming the key."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = declare(sections=sections)
+    known = {".".join(path) for path in config.entries}
+    parser = _Parser(prog=prog, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,
+                     description=__doc__.split("\n\n")[0],
+                     epilog="settings (--section.param=value or a YAML file):\n" + "\n".join(
+                         f"  {'.'.join(path)}  [{p.default}]  {p.desc}" for path, p in config.entries.items()))
+    parser.add_argument("--config-file", "-C", action="append", default=[], help="fastargs YAML/JSON (repeatable)")
+    for name, kwargs in (extra or {}).items():
+        parser.add_argument(name, **kwargs)
+    for path in config.entries:
+        parser.add_argument("--" + ".".join(path), dest=".".join(path), default=None, help=argparse.SUPPRESS)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        key = next((u for u in unknown if u.startswith("-")), unknown[0]).split("=")[0]
+        raise UserError(f"unknown config key '{key.lstrip('-')}' on the command line: check the spelling "
+                        f"(--help lists every setting)")
+    explicit: dict = {}
+    for fname in args.config_file:
+        flat = read_config_file(fname)
+        for key in flat:
+            if key not in known:
+                raise UserError(f"unknown config key '{key}' in {fname}: check the spelling "
+                                f"(--help lists every setting)")
+        explicit.update(flat)
+    explicit.update({k: v for k, v in vars(args).items() if k in known and v is not None})
+    config.collect({k: v for k, v in explicit.items() if v is not None})
+    values = {}
+    for path, param in config.entries.items():
+        key = ".".join(path)
+        raw = config.content.get(path, param.default)
+        if raw is None:
+            if param.required:
+                raise UserError(f"{key} is required: pass --{key}=... or set it in the config file")
+            values[key] = None
+            continue
+        try:
+            values[key] = param.checker.check(raw)
+        except Exception:
+            raise UserError(f"{key}={raw!r} is not valid: expected {param.checker.help()}")
+    rest = {k: v for k, v in vars(args).items() if k not in known and k != "config_file"}
+    return values, explicit, rest
+
+
+def to_namespace(flat: dict) -> SimpleNamespace:
+    tree: dict = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        tree.setdefault(section, {})[name] = value
+    return SimpleNamespace(**{s: SimpleNamespace(**v) for s, v in tree.items()})
+
+
+def to_flat(cfg: SimpleNamespace) -> dict:
+    """Flat {section.param: plain value}: what config.json and checkpoints hold."""
+    out = {}
+    for section, ns in vars(cfg).items():
+        for name, value in vars(ns).items():
+            out[f"{section}.{name}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def from_flat(flat: dict) -> SimpleNamespace:
+    """Inverse of to_flat; fills settings added since the checkpoint with today's defaults."""
+    values = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
+    values.update(flat)
+    values["data.crop_scale"] = Pair().check(values["data.crop_scale"])
+    return to_namespace(values)
+
+
+def resolve(cfg: SimpleNamespace) -> SimpleNamespace:
+    """Fill method-dependent defaults (temperature, beta, projection sizes) in place; returns cfg."""
+    m, method = cfg.model, cfg.model.method
+    if cfg.loss.temperature == 0:
+        cfg.loss.temperature = DEFAULT_TEMPERATURE.get(method, 0.5)
+    if cfg.loss.beta < 0:
+        cfg.loss.beta = 1e-6 if method == "barlow_twins" else 1e-4
+    feat = 2048 if m.arch == "resnet50" else 512
+    if m.proj_dim == 0:
+        m.proj_dim = {"simclr": 128, "moco": 128, "byol": 256}.get(method, 2048)
+    if m.proj_hidden == 0:
+        m.proj_hidden = {"byol": 4096 if m.arch == "resnet50" else 2 * feat}.get(
+            method, 2048 if method in ("simsiam", "barlow_twins") else feat)
+    if m.pred_hidden == 0:
+        m.pred_hidden = {"simsiam": m.proj_dim // 4, "byol": m.proj_hidden}.get(method, 512)
+    return cfg
+
+
+def beton_samples(path: str, what: str) -> int:
+    """Number of images in a .beton, read from its header; UserError when absent or unreadable."""
+    check(bool(path), f"{what} is empty: pass --{what}=path/to/file.beton (write one with write_datasets.py)")
+    check(os.path.isfile(path), f"{what} {path} not found: write it with write_datasets.py or fix the path")
+    try:
+        from ffcv.reader import Reader
+        return int(Reader(path).num_samples)
+    except Exception as exc:  # ffcv raises assorted errors on foreign/truncated files
+        raise UserError(f"{what} {path} is not a readable .beton ({type(exc).__name__}): rewrite it with "
+                        f"write_datasets.py")
+
+
+def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = True) -> dict:
+    """Cross-setting checks before any work; returns facts found on the way ({'train_samples': N, ...})."""
+    m, t, l, d = cfg.model, cfg.training, cfg.loss, cfg.data
+    check(m.heads >= 1, f"model.heads={m.heads}: a run needs at least one projection head (--model.heads=1 or more)")
+    check(set(d.augs) <= set("abcde") or d.augs == "default",
+          f"data.augs='{d.augs}': use letters from abcde (crop blur grey colour flip) or 'default'")
+    check(set(d.augs_b) <= set("abcde") or d.augs_b == "default",
+          f"data.augs_b='{d.augs_b}': use letters from abcde or '' for the same as data.augs")
+    check(l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min} must be below loss.tau_max={l.tau_max}")
+    mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
+    check(not (mochi or ascl) or m.method == "moco",
+          f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {m.method})")
+    check(not (mochi and ascl), "loss.mochi_n_hard and loss.ascl are separate methods: enable one of them")
+    check(not (ascl and m.amcl), "ASCL replaces InfoNCE's one-hot target and AMCL has no such target: "
+                                 "use --model.amcl=0 with --loss.ascl=1")
+    if mochi:
+        check(l.mochi_s1 >= 0 and l.mochi_s2 >= 0,
+              f"loss.mochi_s1={l.mochi_s1}, loss.mochi_s2={l.mochi_s2}: mix counts cannot be negative")
+        check(l.mochi_n_hard <= l.queue_size, f"loss.mochi_n_hard={l.mochi_n_hard} exceeds loss.queue_size="
+                                              f"{l.queue_size}: pick at most the queue length")
+    global_batch = t.batch_size * world_size
+    if m.method == "moco":
+        per_step = global_batch * (1 if ascl else 2)  # keys enqueued per step (both views unless ASCL)
+        check(l.queue_size >= per_step, f"loss.queue_size={l.queue_size} is smaller than the {per_step} keys "
+                                        f"enqueued per step: raise the queue or lower training.batch_size")
+    if t.resume not in ("auto", "none"):
+        check(os.path.isfile(t.resume), f"training.resume={t.resume} not found: give a checkpoint path, auto "
+                                        f"or none")
+    facts = {}
+    if check_files:
+        n = beton_samples(d.train_dataset, "data.train_dataset")
+        if d.val_dataset:
+            facts["val_samples"] = beton_samples(d.val_dataset, "data.val_dataset")
+        check(n >= global_batch,
+              f"training.batch_size={t.batch_size} x {world_size} process(es) needs {global_batch} images per "
+              f"step but {d.train_dataset} holds {n}: lower --training.batch_size")
+        facts["train_samples"] = n
+    return facts
+
+
+def parse_config(argv: list[str] | None = None, *, world_size: int | None = None,
+                 check_files: bool = True) -> tuple[SimpleNamespace, dict]:
+    """argv -> (resolved cfg namespace, facts). Everything a user can get wrong fails here, in one line."""
+    if world_size is None:
+        from ffcv_amcl.distributed import env_world
+        world_size = env_world()[1]
+    values, _, _ = parse_argv(argv)
+    cfg = resolve(to_namespace(values))
+    facts = validate(cfg, world_size=world_size, check_files=check_files)
+    return cfg, facts

@@ -1,0 +1,109 @@
+"""Evaluate a checkpoint's backbone: kNN (k=200, t=0.1) and a linear probe on frozen features.
+
+    python -m ffcv_amcl.eval --checkpoint runs/x/ckpt_e0100_s00009700.pt \
+        --data.train_dataset=c10_train.beton --data.val_dataset=c10_test.beton [--eval.linear_epochs=100]
+
+The model settings come from the checkpoint; a model.* setting given here that disagrees with it is an
+error (one line), not a silent override. Features of both splits are computed once (no augmentation),
+then the linear layer trains on them: 100 epochs take seconds. Prints one line per metric and, with
+--output, writes them as JSON.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ffcv_amcl import distributed as dist
+from ffcv_amcl.atomic import atomic_path
+from ffcv_amcl.checkpoint import MODEL_KEYS, load_checkpoint
+from ffcv_amcl.config import beton_samples, from_flat, parse_argv
+from ffcv_amcl.errors import UserError, check, cli
+from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
+from ffcv_amcl.model.ssl import build_model
+
+
+def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dict:
+    """kNN and linear-probe top-1 (percent) of the checkpoint's backbone on the given splits."""
+    state = state if state is not None else load_checkpoint(checkpoint)
+    values, explicit, _ = parse_argv(argv, prog="ffcv-amcl-eval")
+    saved = dict(state["config"])
+    for key in explicit:
+        if key in MODEL_KEYS and key in saved and values[key] != saved[key]:
+            raise UserError(f"{key}={values[key]!r} does not match checkpoint {checkpoint} ({saved[key]!r}): "
+                            f"drop the flag or pick the matching checkpoint")
+    d = values
+    train_path, val_path = d["data.train_dataset"], d["data.val_dataset"]
+    check(bool(val_path), "data.val_dataset is empty: pass --data.val_dataset=path/to/test.beton")
+    beton_samples(train_path, "data.train_dataset")
+    beton_samples(val_path, "data.val_dataset")
+
+    cfg = from_flat(saved)
+    info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
+    model = build_model(cfg, global_batch=cfg.training.batch_size * int(state.get("world_size", 1)),
+                        device=info.device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {checkpoint} does not match the model its config describes "
+                        f"({str(exc).splitlines()[0][:120]}): it was written by another version or edited")
+    model.eval()
+
+    from ffcv_amcl.data.loader import make_eval_loader
+    size = d["eval.image_size"] or cfg.data.image_size
+    loaders = [make_eval_loader(p, d["eval.batch_size"], image_size=size, num_workers=d["data.num_workers"],
+                                device=info.device) for p in (train_path, val_path)]
+    amp = torch.bfloat16 if info.device.type == "cuda" and d["training.precision"] != "fp32" else None
+    (f_tr, y_tr), (f_va, y_va) = (extract_features(model.features, L, device=info.device, autocast_dtype=amp)
+                                  for L in loaders)
+    result = {"checkpoint": str(checkpoint), "epoch": int(state["epoch"]), "train_images": len(y_tr),
+              "val_images": len(y_va)}
+    result["knn_top1"] = knn_top1(f_tr, y_tr, f_va, y_va, k=d["eval.knn_k"], t=d["eval.knn_t"])
+    print(f"knn_top1: {result['knn_top1']:.2f}% (k={d['eval.knn_k']}, t={d['eval.knn_t']})", flush=True)
+    if d["eval.linear_epochs"] > 0:
+        probe = linear_probe(f_tr, y_tr, f_va, y_va, epochs=d["eval.linear_epochs"], lr=d["eval.linear_lr"],
+                             batch_size=d["eval.linear_batch_size"], weight_decay=d["eval.linear_wd"],
+                             seed=d["training.seed"])
+        result["linear_top1"] = probe["test_top1"]
+        result["linear_train_top1"] = probe["train_top1"]
+        print(f"linear_top1: {result['linear_top1']:.2f}% ({d['eval.linear_epochs']} epochs on frozen features)",
+              flush=True)
+    return result
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--checkpoint")
+    pre.add_argument("--output")
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not known.checkpoint:
+        if "-h" in rest or "--help" in rest:
+            print(__doc__)
+            return 0
+        raise UserError("--checkpoint is required: pass --checkpoint=path/to/ckpt_eXXXX_sXXXXXXXX.pt")
+    # data.train_dataset is required by the shared settings; the checkpoint's own paths are the fallback.
+    state = load_checkpoint(known.checkpoint)
+    result = evaluate(known.checkpoint, _with_fallback_paths(state, rest), state)
+    if known.output:
+        with atomic_path(Path(known.output)) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _with_fallback_paths(state: dict, argv: list[str]) -> list[str]:
+    """Use the checkpoint's training/validation .beton paths when none are given."""
+    given = {a.split("=")[0] for a in argv}
+    out = list(argv)
+    for key in ("data.train_dataset", "data.val_dataset"):
+        if f"--{key}" not in given and state["config"].get(key):
+            out.append(f"--{key}={state['config'][key]}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

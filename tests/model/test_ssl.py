@@ -1,0 +1,102 @@
+"""The per-method models: what flows where (gradients, EMA updates, queues), independent of the data path."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ffcv_amcl.config import parse_config
+from ffcv_amcl.model.ssl import METHODS, build_model
+
+
+def cfg(*args):
+    return parse_config(["--data.train_dataset=x", "--model.stem=imagenet", "--training.batch_size=8",
+                         "--model.proj_dim=16", "--model.proj_hidden=32", "--model.pred_hidden=8",
+                         "--loss.queue_size=40", *args], check_files=False, world_size=1)[0]
+
+
+def views(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last),
+            torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("amcl", [0, 1])
+def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
+    torch.manual_seed(0)
+    model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
+    loss, stats = model(*views())
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
+    for v in stats.values():
+        assert v.shape == (2,) and not v.requires_grad
+
+
+def test_byol_target_gets_no_gradient_and_follows_the_cosine_momentum():
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=byol", "--model.amcl=0", "--model.heads=1", "--loss.momentum=0.9"))
+    loss, _ = model(*views())
+    loss.backward()
+    target = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in target)
+    assert any(p.grad is not None for p in model.backbone.parameters())
+    before_t = [p.detach().clone() for p in model.target_backbone.parameters()]
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    model.set_progress(step=25, total_steps=100, epoch=0)
+    m = 1 - (1 - 0.9) * (math.cos(math.pi * 0.25) + 1) / 2
+    assert model.current_momentum() == pytest.approx(m)
+    model.momentum_update()
+    for t, t0, o in zip(model.target_backbone.parameters(), before_t, model.backbone.parameters()):
+        torch.testing.assert_close(t, m * t0 + (1 - m) * o.detach())
+    model.set_progress(step=100, total_steps=100, epoch=0)
+    assert model.current_momentum() == pytest.approx(1.0)
+
+
+def test_moco_queue_is_a_ring_of_normalised_keys():
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=moco", "--model.amcl=1", "--model.heads=2"))  # queue 40, 16 keys/step
+    a, b = views()
+    model(a, b)
+    assert int(model.queue_ptr) == 16
+    with torch.no_grad():
+        keys = F.normalize(model.key_projector(model.key_backbone(torch.cat([a, b]))), dim=-1)
+    torch.testing.assert_close(model.queue[:, :16], keys, atol=1e-5, rtol=1e-5)
+    for _ in range(2):
+        model(a, b)
+    assert int(model.queue_ptr) == 48 % 40                     # wrapped around
+    torch.testing.assert_close(model.queue.norm(dim=-1), torch.ones(2, 40), atol=1e-5, rtol=0)
+    assert not model.queue.requires_grad
+    assert all(not p.requires_grad for p in model.key_backbone.parameters())
+
+
+def test_moco_key_encoder_is_an_ema_of_the_query_encoder():
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=moco", "--loss.momentum=0.99"))
+    for k, q in zip(model.key_backbone.parameters(), model.backbone.parameters()):
+        assert torch.equal(k, q)                               # starts as a copy
+    with torch.no_grad():
+        for q in model.backbone.parameters():
+            q.mul_(2)
+    model.momentum_update()
+    for k, q in zip(model.key_backbone.parameters(), model.backbone.parameters()):
+        torch.testing.assert_close(k, 0.99 * q / 2 + 0.01 * q)
+
+
+def test_simclr_single_head_classic_loss_is_nt_xent_of_the_projections():
+    from ffcv_amcl.losses import nt_xent
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=simclr", "--model.amcl=0", "--model.heads=1", "--loss.temperature=0.2"))
+    a, b = views()
+    loss, _ = model(a, b)
+    z = model.projector(model.backbone(torch.cat([a, b])))
+    torch.testing.assert_close(loss, nt_xent(z[:, :8], z[:, 8:], 0.2))
+
+
+def test_fp64_reference_models():
+    model = build_model(cfg("--training.precision=fp64"))
+    assert all(p.dtype == torch.float64 for p in model.parameters()) and model.input_dtype == torch.float64
+    assert model.features(views()[0]).dtype == torch.float64

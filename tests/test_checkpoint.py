@@ -1,0 +1,90 @@
+"""Checkpoints: atomic writes, safe loading (weights_only), newest-valid selection, config checks."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from ffcv_amcl.checkpoint import (checkpoint_name, config_mismatch, find_latest, list_checkpoints,
+                                  load_checkpoint, save_checkpoint)
+from ffcv_amcl.errors import UserError
+from ffcv_amcl.optim import make_optimizer
+
+
+def trained_state(opt_name="sgd", epoch=1, step=10):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt = make_optimizer(model, name=opt_name, lr=0.1, exclude_bn_bias=True)
+    model(torch.randn(16, 4)).pow(2).mean().backward()
+    opt.step()
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return model, opt, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                        "epoch": epoch, "step": step, "batch_in_epoch": 0, "seed": 3,
+                        "config": {"model.arch": "resnet18", "data.crop_scale": [0.3, 1.0]},
+                        "epoch_stats": {"loss_sum": 1.5, "n": 2, "tau": {"tau_pos": torch.ones(3)}}}
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "lars"])
+def test_round_trip_with_weights_only(tmp_path, opt_name):
+    model, opt, state = trained_state(opt_name)
+    path = save_checkpoint(tmp_path, state)
+    assert path.name == checkpoint_name(1, 10) == "ckpt_e0001_s00000010.pt"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]          # no temporary file left behind
+    loaded = load_checkpoint(path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded["model"][k], v)
+    opt2 = make_optimizer(model, name=opt_name, lr=0.1, exclude_bn_bias=True)
+    opt2.load_state_dict(loaded["optimizer"])
+    assert opt2.state_dict()["param_groups"] == opt.state_dict()["param_groups"]
+    assert loaded["seed"] == 3 and loaded["config"]["data.crop_scale"] == [0.3, 1.0]
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo owned",))
+
+
+def test_code_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / checkpoint_name(1, 1)
+    with open(path, "wb") as f:
+        pickle.dump({"model": Payload(), "config": {}}, f)
+    with pytest.raises(UserError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    _, _, state = trained_state()
+    state["bad"] = lambda: 0                       # not picklable: torch.save fails midway
+    with pytest.raises(Exception):
+        save_checkpoint(tmp_path, state)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_newest_valid_checkpoint_wins_and_corrupt_ones_are_skipped(tmp_path):
+    _, _, state = trained_state()
+    for epoch, step in ((1, 10), (2, 20), (3, 30)):
+        save_checkpoint(tmp_path, {**state, "epoch": epoch, "step": step})
+    (tmp_path / "notes.txt").write_text("x")
+    assert [p.name for p in list_checkpoints(tmp_path)] == [checkpoint_name(3, 30), checkpoint_name(2, 20),
+                                                             checkpoint_name(1, 10)]
+    newest = tmp_path / checkpoint_name(3, 30)
+    newest.write_bytes(newest.read_bytes()[:200])   # truncated by a crash
+    warnings = []
+    path, loaded = find_latest(tmp_path, warn=warnings.append)
+    assert path.name == checkpoint_name(2, 20) and loaded["epoch"] == 2
+    assert len(warnings) == 1 and checkpoint_name(3, 30) in warnings[0]
+    assert find_latest(tmp_path / "empty") is None
+
+
+def test_missing_or_foreign_files(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_checkpoint(tmp_path / "x.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not an ffcv-amcl training checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_config_mismatch_names_the_setting():
+    saved = {"model.arch": "resnet18", "model.heads": 3, "training.lr": 0.1}
+    assert config_mismatch(saved, {**saved, "training.lr": 0.5}) is None        # lr may change on resume
+    assert config_mismatch(saved, {**saved, "model.heads": 1}) == "model.heads: checkpoint 3, config 1"

@@ -1,0 +1,172 @@
+"""Settings: parsing, method defaults, and every bad input failing before work with one line."""
+import json
+from pathlib import Path
+
+import pytest
+
+from ffcv_amcl.config import SPEC, from_flat, parse_argv, parse_config, to_flat
+from ffcv_amcl.errors import UserError
+from train_helpers import REPO, digits_betons, run_cli
+
+FIXED_NAMES = ["data.train_dataset", "data.val_dataset", "data.num_workers", "model.arch", "model.method",
+               "model.amcl", "model.heads", "training.epochs", "training.batch_size", "training.lr",
+               "training.resume", "training.seed", "logging.folder", "eval.knn_every"]
+ISSUE7_NAMES = ["loss.mochi_n_hard", "loss.mochi_s1", "loss.mochi_s2", "loss.mochi_start", "loss.ascl",
+                "loss.ascl_variant", "loss.ascl_k", "loss.ascl_t1", "loss.ascl_t2"]
+
+
+@pytest.fixture(scope="module")
+def betons(tmp_path_factory):
+    return digits_betons(str(tmp_path_factory.mktemp("digits")), 64, 40)
+
+
+def parse(*args, **kw):
+    return parse_config(["--data.train_dataset=x.beton", *args], check_files=False, world_size=1, **kw)[0]
+
+
+def test_contract_names_exist():
+    declared = {f"{s}.{n}" for s, (_, params) in SPEC.items() for n in params}
+    assert set(FIXED_NAMES + ISSUE7_NAMES) <= declared
+
+
+def test_cli_overrides_file_and_values_are_typed(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"training": {"lr": 0.5, "epochs": 3}, "model": {"method": "moco"},
+                             "data": {"crop_scale": [0.3, 1.0]}}))
+    cfg = parse("--config-file", str(f), "--training.lr=0.25")
+    assert cfg.training.lr == 0.25 and cfg.training.epochs == 3 and cfg.model.method == "moco"
+    assert cfg.data.crop_scale == (0.3, 1.0)
+    assert parse("--data.crop_scale=0.2,0.9").data.crop_scale == (0.2, 0.9)
+
+
+def test_yaml_config_file(tmp_path):
+    pytest.importorskip("yaml")
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  method: simsiam\n  heads: 2\ntraining:\n  weight_decay: 1e-4\n")
+    cfg = parse("--config-file", str(f))
+    assert (cfg.model.method, cfg.model.heads, cfg.training.weight_decay) == ("simsiam", 2, 1e-4)
+
+
+@pytest.mark.parametrize("method,temperature,beta,dim", [("simclr", 0.5, 1e-4, 128), ("moco", 0.1, 1e-4, 128),
+                                                         ("simsiam", 0.5, 1e-4, 2048),
+                                                         ("barlow_twins", 0.5, 1e-6, 2048)])
+def test_method_defaults_follow_the_spec(method, temperature, beta, dim):
+    cfg = parse(f"--model.method={method}")
+    assert cfg.loss.beta == beta and cfg.model.proj_dim == dim
+    if method in ("simclr", "moco"):
+        assert cfg.loss.temperature == temperature
+    assert parse(f"--model.method={method}", "--loss.beta=0.5").loss.beta == 0.5
+
+
+def test_flat_round_trip():
+    cfg = parse("--model.method=byol", "--data.crop_scale=0.3,1")
+    flat = to_flat(cfg)
+    assert all(isinstance(v, (str, int, float, list, type(None))) for v in flat.values())
+    assert to_flat(from_flat(json.loads(json.dumps(flat)))) == flat
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--trainig.lr=0.1"], "unknown config key 'trainig.lr'"),
+    (["--model.method=dino"], "model.method='dino'"),
+    (["--model.arch=vgg16"], "model.arch='vgg16'"),
+    (["--model.heads=0"], "model.heads=0"),
+    (["--model.amcl=2"], "model.amcl='2'"),
+    (["--training.lr=fast"], "training.lr='fast'"),
+    (["--data.crop_scale=0.5,0.2"], "data.crop_scale"),
+    (["--data.augs=xyz"], "data.augs='xyz'"),
+    (["--model.method=moco", "--loss.mochi_n_hard=5000"], "loss.mochi_n_hard=5000 exceeds"),
+    (["--model.method=moco", "--loss.mochi_n_hard=8", "--loss.mochi_s1=-1"], "mochi_s1=-1"),
+    (["--model.method=moco", "--model.amcl=0", "--loss.ascl=1", "--loss.ascl_variant=soft"], "loss.ascl_variant"),
+    (["--model.method=simclr", "--loss.ascl=1", "--model.amcl=0"], "MoCo path"),
+    (["--model.method=moco", "--loss.ascl=1", "--model.amcl=1"], "--model.amcl=0"),
+    (["--model.method=moco", "--loss.queue_size=16", "--training.batch_size=32"], "loss.queue_size=16"),
+    (["--training.resume=/no/such.pt"], "training.resume=/no/such.pt not found"),
+])
+def test_bad_settings_name_the_cause(args, needle):
+    with pytest.raises(UserError) as err:
+        parse(*args)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"training": {"lr": 0.1, "epoch": 3}}))
+    with pytest.raises(UserError, match=r"unknown config key 'training.epoch' in .*c.json"):
+        parse("--config-file", str(f))
+    f.write_text(json.dumps({"optim": {"lr": 0.1}}))
+    with pytest.raises(UserError, match="unknown config key 'optim.lr'"):
+        parse("--config-file", str(f))
+
+
+def test_missing_and_too_small_datasets(betons, tmp_path):
+    train, val = betons
+    with pytest.raises(UserError, match="data.train_dataset .*nope.beton not found"):
+        parse_config([f"--data.train_dataset={tmp_path}/nope.beton"], world_size=1)
+    with pytest.raises(UserError, match="data.val_dataset .*nope.beton not found"):
+        parse_config([f"--data.train_dataset={train}", f"--data.val_dataset={tmp_path}/nope.beton"], world_size=1)
+    junk = tmp_path / "junk.beton"
+    junk.write_bytes(b"not a beton at all" * 10)
+    with pytest.raises(UserError, match="not a readable .beton"):
+        parse_config([f"--data.train_dataset={junk}"], world_size=1)
+    # 64 images: a batch of 64 fits one process, not two; 65 never.
+    cfg, facts = parse_config([f"--data.train_dataset={train}", "--training.batch_size=64"], world_size=1)
+    assert facts["train_samples"] == 64
+    with pytest.raises(UserError, match="training.batch_size=64 x 2 process"):
+        parse_config([f"--data.train_dataset={train}", "--training.batch_size=64"], world_size=2)
+    with pytest.raises(UserError, match="training.batch_size=65"):
+        parse_config([f"--data.train_dataset={train}", "--training.batch_size=65"], world_size=1)
+
+
+def test_every_shipped_config_parses():
+    pytest.importorskip("yaml")
+    files = sorted((REPO / "rn_configs").glob("*.yaml"))
+    names = {f.name for f in files}
+    for ds in ("cifar10", "cifar100"):
+        for m in ("simclr", "moco", "simsiam", "barlow_twins"):
+            assert f"rn18_{ds}_{m}_amcl.yaml" in names
+    assert {"rn50_imagenet_simclr_amcl.yaml", "digits_quickstart.yaml", "rn18_cifar10_mochi.yaml",
+            "rn18_cifar10_ascl.yaml", "rn18_cifar10_byol.yaml"} <= names
+    for f in files:
+        cfg = parse_config(["--config-file", str(f)], check_files=False, world_size=1)[0]
+        if "_amcl" in f.name:
+            assert cfg.model.amcl == 1 and cfg.model.method in f.name
+    mochi = parse_config(["--config-file", str(REPO / "rn_configs/rn18_cifar10_mochi.yaml")], check_files=False)[0]
+    assert mochi.loss.mochi_n_hard > 0 and mochi.model.method == "moco"
+    ascl = parse_config(["--config-file", str(REPO / "rn_configs/rn18_cifar10_ascl.yaml")], check_files=False)[0]
+    assert ascl.loss.ascl == 1 and ascl.data.augs_b == "ae"
+
+
+# -- the command line: one line on stderr, exit 2, nothing written ----------------------------------------
+
+BAD_FLAGS = [
+    (["--model.method=dino"], "model.method"),
+    (["--model.arch=resnet34"], "model.arch"),
+    (["--model.heads=0"], "model.heads"),
+    (["--training.batch_size=999"], "training.batch_size=999"),
+    (["--trainig.epochs=1"], "unknown config key 'trainig.epochs'"),
+    (["--data.train_dataset=missing.beton"], "missing.beton not found"),
+]
+
+
+@pytest.mark.parametrize("flags,needle", BAD_FLAGS)
+def test_train_main_rejects_bad_input_before_training(betons, tmp_path, capsys, flags, needle):
+    from ffcv_amcl.train import main
+
+    folder = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main([f"--data.train_dataset={betons[0]}", f"--logging.folder={folder}", *flags])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not folder.exists()
+
+
+@pytest.mark.parametrize("flags,needle", [BAD_FLAGS[0], BAD_FLAGS[4], BAD_FLAGS[5]])
+def test_cli_subprocess_prints_one_line_and_exits_2(betons, tmp_path, flags, needle):
+    folder = tmp_path / "run"
+    proc = run_cli("ffcv_amcl.train", f"--data.train_dataset={betons[0]}", f"--logging.folder={folder}", *flags,
+                   timeout=180)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not folder.exists()
