@@ -12,36 +12,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
+from train_helpers import REPO, digits_betons
+
 PNG = b"\x89PNG\r\n\x1a\n"
 HEADS = 2
-
-
-class _Images:
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One epoch of SimCLR-AMCL (2 heads) on 96 digits, kNN monitor on 48 held-out digits."""
-    from ffcv_amcl.data.digits import load_digits
-    from ffcv_amcl.data.write import write_beton
     from ffcv_amcl.train import run
 
     root = tmp_path_factory.mktemp("plots_run")
-    paths = {}
-    for split, n in (("train", 96), ("test", 48)):
-        x, y = load_digits(split)
-        paths[split] = root / f"digits_{split}.beton"
-        write_beton(paths[split], _Images(x[:n], y[:n]), num_workers=1,
-                    meta={"dataset": "digits", "split": split, "num_classes": 10})
+    train, test = digits_betons(str(root), 96, 48)
+    paths = {"train": train, "test": test}
     folder = root / "run"
     run([f"--data.train_dataset={paths['train']}", f"--data.val_dataset={paths['test']}", "--data.num_workers=1",
          "--data.augs=acd", "--data.crop_scale=0.3,1", "--model.stem=imagenet", f"--model.heads={HEADS}",

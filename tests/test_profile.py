@@ -7,33 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from train_helpers import REPO, digits_betons
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "rn_configs" / "digits_quickstart.yaml"
 NUMBERS = ("loader_pairs_per_s", "model_pairs_per_s", "loss_ms", "step_pairs_per_s", "data_wait_share")
 
 
-class _Images:
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
 @pytest.fixture(scope="module")
 def beton(tmp_path_factory):
-    from ffcv_amcl.data.digits import load_digits
-    from ffcv_amcl.data.write import write_beton
-
-    x, y = load_digits("train")
-    path = tmp_path_factory.mktemp("profile_data") / "digits_96.beton"
-    write_beton(path, _Images(x[:96], y[:96]), num_workers=1,
-                meta={"dataset": "digits", "split": "train", "num_classes": 10})
-    return str(path)
+    return digits_betons(str(tmp_path_factory.mktemp("profile_data")), 96, 48)[0]
 
 
 def tiny(beton, folder, *extra):
