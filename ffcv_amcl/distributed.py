@@ -138,34 +138,39 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def _global_batch_norm(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Batch norm of x (N, C, ...) with statistics over every rank's batch: two differentiable
+    all-reduces (the mean, then the centred second moment), running stats updated as torch does."""
+    dims = [0, *range(2, x.dim())]
+    shape = (1, x.shape[1], *([1] * (x.dim() - 2)))
+    count = dist_nn.all_reduce(torch.tensor(float(x.numel() // x.shape[1]), device=x.device))
+    mean = dist_nn.all_reduce(x.sum(dim=dims)) / count
+    centred = x - mean.view(shape)
+    var = dist_nn.all_reduce(centred.pow(2).sum(dim=dims)) / count
+    if bn.track_running_stats:
+        with torch.no_grad():
+            bn.num_batches_tracked.add_(1)
+            m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+            unbiased = var * count / (count - 1).clamp(min=1)
+            bn.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            bn.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
+    out = centred * torch.rsqrt(var + bn.eps).view(shape)
+    if bn.affine:
+        out = out * bn.weight.view(shape) + bn.bias.view(shape)
+    return out
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose batch statistics span all ranks, for CPU/gloo runs.
 
-    torch's SyncBatchNorm only runs on GPUs; this does the same on any backend (two differentiable
-    all-reduces: the mean, then the centred second moment), so a 2-process CPU run normalises exactly
-    like one process holding the whole batch.
+    torch's SyncBatchNorm only runs on GPUs; this does the same on any backend, so a 2-process CPU run
+    normalises exactly like one process holding the whole batch.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and world_size() > 1):
             return super().forward(x)
-        c = x.shape[1]
-        count = torch.tensor(float(x.numel() // c), device=x.device)
-        count = dist_nn.all_reduce(count)
-        mean = dist_nn.all_reduce(x.sum(dim=(0, 2, 3))) / count
-        centred = x - mean.view(1, c, 1, 1)
-        var = dist_nn.all_reduce(centred.pow(2).sum(dim=(0, 2, 3))) / count
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * count / (count - 1).clamp(min=1)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
-        out = centred * torch.rsqrt(var + self.eps).view(1, c, 1, 1)
-        if self.affine:
-            out = out * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
-        return out
+        return _global_batch_norm(self, x)
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
@@ -174,21 +179,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and world_size() > 1) or x.dim() != 2:
             return super().forward(x)
-        count = dist_nn.all_reduce(torch.tensor(float(x.shape[0]), device=x.device))
-        mean = dist_nn.all_reduce(x.sum(0)) / count
-        centred = x - mean
-        var = dist_nn.all_reduce(centred.pow(2).sum(0)) / count
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var * count / (count - 1).clamp(min=1)
-                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-                self.running_var.mul_(1 - m).add_(unbiased.detach(), alpha=m)
-        out = centred * torch.rsqrt(var + self.eps)
-        if self.affine:
-            out = out * self.weight + self.bias
-        return out
+        return _global_batch_norm(self, x)
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

@@ -130,10 +130,13 @@ def test_quickstart_learns(tmp_path):
     proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env={**os.environ, "WORK": str(work)},
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    import yaml
+
+    epochs = yaml.safe_load((REPO / "rn_configs" / "digits_quickstart.yaml").read_text())["training"]["epochs"]
     rows = [r for r in metrics(work / "train") if "knn_top1" in r]
-    assert rows[0]["epoch"] == 0 and rows[-1]["epoch"] == 60
+    assert rows[0]["epoch"] == 0 and rows[-1]["epoch"] == epochs
     assert rows[-1]["knn_top1"] >= rows[0]["knn_top1"] + 10, rows
-    assert "kNN top-1 before training" in proc.stdout and "kNN top-1 after 60 epochs" in proc.stdout
+    assert "kNN top-1 before training" in proc.stdout and f"kNN top-1 after {epochs} epochs" in proc.stdout
     assert "images/s" in proc.stdout and "linear_top1" in proc.stdout
 
 
