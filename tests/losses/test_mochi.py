@@ -41,7 +41,7 @@ def test_mixes_come_from_the_hard_set(heads):
                 x = coords[b, s]
                 assert abs(x[0]) < 1e-12
                 used = {i for i in range(K) if x[1 + i] > 1e-12}
-                assert 1 <= len(used) <= 2 and used <= hard
+                assert len(used) in (1, 2) and used <= hard
                 assert (x[1:] > -1e-12).all()
             for s in range(s1, s1 + s2):                           # type 2: beta q + (1 - beta) n, beta <= 0.5
                 x = coords[b, s]
