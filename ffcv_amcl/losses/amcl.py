@@ -14,6 +14,7 @@ from torch import nn
 
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.barlow import cross_correlation
 from ffcv_amcl.losses.precision import full_precision
 from ffcv_amcl.losses.temperature import make_phi, omega, pair_tau, work_dtype
 
@@ -212,9 +213,7 @@ class AMCLBarlowTwins(_AMCLBase):
         with full_precision(za):
             dt = work_dtype(self.phi_b)
             x, y = za.to(dt), zb.to(dt)
-            xh = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
-            yh = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True)
-            cc = torch.einsum("cbl,cbm->clm", xh, yh) / B                     # (C, D, D)
+            cc = cross_correlation(x, y)                                        # (C, D, D)
             logit = torch.einsum("clb,cmb->clm", self.phi_b(x.transpose(1, 2)), self.phi_b(y.transpose(1, 2)))
             t = pair_tau(logit, self.tau_min, self.tau_max)
             eye = torch.eye(D, dtype=torch.bool, device=t.device)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ffcv_amcl.losses import checks
-from ffcv_amcl.losses.precision import full_precision, wide
+from ffcv_amcl.losses.precision import full_precision
+from ffcv_amcl.losses.simsiam import stopgrad_cosines
 
 
 def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, *,
@@ -19,7 +19,5 @@ def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Te
     if validate:
         checks.finite("byol_loss", named)
     with full_precision(pa):
-        pa, pb = wide(pa), wide(pb)
-        ca = F.cosine_similarity(pa, wide(tb).detach().to(pa.dtype), dim=-1)
-        cb = F.cosine_similarity(pb, wide(ta).detach().to(pb.dtype), dim=-1)
+        ca, cb = stopgrad_cosines(pa, pb, ta, tb)
         return ((2 - 2 * ca).mean(-1) + (2 - 2 * cb).mean(-1)).sum()

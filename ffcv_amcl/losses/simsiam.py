@@ -8,6 +8,14 @@ from ffcv_amcl.losses import checks
 from ffcv_amcl.losses.precision import full_precision, wide
 
 
+def stopgrad_cosines(pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor):
+    """(cos(pa, sg zb), cos(pb, sg za)), each (C, B), in float32 at least: what SimSiam and BYOL both regress."""
+    pa, pb = wide(pa), wide(pb)
+    ca = F.cosine_similarity(pa, wide(zb).detach().to(pa.dtype), dim=-1)
+    cb = F.cosine_similarity(pb, wide(za).detach().to(pb.dtype), dim=-1)
+    return ca, cb
+
+
 def negative_cosine(pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, *,
                     validate: bool = True) -> torch.Tensor:
     """Per head mean_b( -1/2 cos(pa, sg zb) - 1/2 cos(pb, sg za) ), summed over heads; all (C, B, D)."""
@@ -16,7 +24,5 @@ def negative_cosine(pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: to
     if validate:
         checks.finite("negative_cosine", named)
     with full_precision(pa):
-        pa, pb = wide(pa), wide(pb)
-        ca = F.cosine_similarity(pa, wide(zb).detach().to(pa.dtype), dim=-1)
-        cb = F.cosine_similarity(pb, wide(za).detach().to(pb.dtype), dim=-1)
+        ca, cb = stopgrad_cosines(pa, pb, za, zb)
         return (-0.5 * ca - 0.5 * cb).mean(-1).sum()
