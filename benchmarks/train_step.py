@@ -124,17 +124,6 @@ def images(count: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x] * reps)[:max(count, len(x))], np.concatenate([y] * reps)[:max(count, len(x))]
 
 
-class ArrayImages:
-    def __init__(self, x, y):
-        self.images, self.labels = x, y
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
 class TwoViewPIL(torch.utils.data.Dataset):
     """torchvision-CIFAR-style dataset: uint8 array -> PIL image -> two independently augmented views."""
 
@@ -240,11 +229,11 @@ def main(argv=None) -> int:
     x, y = images(args.images or (50000 if cuda else 1437))
     with tempfile.TemporaryDirectory() as tmp:
         from ffcv_amcl.data.meta import read_meta
-        from ffcv_amcl.data.write import write_beton
+        from ffcv_amcl.data.write import ArrayDataset, write_beton
 
         beton = Path(tmp) / "bench.beton"
         with contextlib.redirect_stdout(sys.stderr):           # its progress line is not part of the table
-            write_beton(beton, ArrayImages(x, y), num_workers=min(cores, 8),
+            write_beton(beton, ArrayDataset(x, y), num_workers=min(cores, 8),
                         meta={"dataset": "digits-tiled", "split": "train", "num_classes": 10})
         meta = read_meta(beton)
         cfg, _ = parse_config([f"--data.train_dataset={beton}", f"--data.num_workers={workers}",

@@ -11,29 +11,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-class _Subset:
-    def __init__(self, images, labels):
-        self.images, self.labels = images, labels
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
-
-
 @functools.lru_cache(maxsize=None)
 def digits_betons(root: str, n_train: int = 256, n_val: int = 120) -> tuple[str, str]:
     """(train, val) .beton paths of a digits subset (first n images of each split) under root."""
     from ffcv_amcl.data.digits import load_digits
-    from ffcv_amcl.data.write import write_beton
+    from ffcv_amcl.data.write import ArrayDataset, write_beton
 
     out = []
     for split, n in (("train", n_train), ("test", n_val)):
         path = Path(root) / f"digits_{split}_{n}.beton"
         if not path.exists():
             x, y = load_digits(split)
-            write_beton(path, _Subset(x[:n], y[:n]), num_workers=1,
+            write_beton(path, ArrayDataset(x[:n], y[:n]), num_workers=1,
                         meta={"dataset": "digits", "split": split, "num_classes": 10})
         out.append(str(path))
     return tuple(out)
