@@ -90,6 +90,34 @@ def test_resized_crop(k, box, out):
              interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     assert ours.shape == (out[0], out[1], 3)
     assert np.abs(ours.astype(float) - ref.astype(float)).mean() <= 3
+    assert maxdiff(ours, ref) <= 2  # measured: 1 at most; stray memory would show here
+
+
+@pytest.mark.parametrize("k", range(len(PHOTOS)))
+@pytest.mark.parametrize("box", [(-4, -3, 20, 18), (10, 20, 80, 90), (-2, 5, 200, 9)])
+def test_resized_crop_past_the_border_pads_with_zeros(k, box):
+    img = PHOTOS[k]
+    ours = A.resized_crop(img, *box, 24, 20)
+    ref = tv(TF.resized_crop, img, *box, [24, 20],
+             interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    assert np.abs(ours.astype(float) - ref.astype(float)).mean() <= 3
+    assert maxdiff(ours, ref) <= 2
+    np.testing.assert_array_equal(ours, A.resized_crop(img, *box, 24, 20))  # no stray memory
+
+
+@pytest.mark.parametrize("ks,sigma", [(4, 1.0), (0, 1.0), (-3, 1.0), (3, 0.0), (3, -1.0)])
+def test_gaussian_blur_refuses_what_torchvision_refuses(ks, sigma):
+    with pytest.raises(ValueError):
+        A.gaussian_blur(PHOTOS[0], ks, sigma)
+    with pytest.raises(ValueError):
+        tv(TF.gaussian_blur, PHOTOS[0], [ks, ks], [sigma, sigma])
+
+
+def test_resized_crop_refuses_empty_sizes():
+    with pytest.raises(ValueError):
+        A.resized_crop(PHOTOS[0], 0, 0, 0, 5, 8, 8)
+    with pytest.raises(ValueError):
+        A.resized_crop(PHOTOS[0], 0, 0, 5, 5, 0, 8)
 
 
 def test_functional_forms_do_not_modify_input():

@@ -100,6 +100,10 @@ def blur_inplace(img, kernel_size, sigma):
 @njit(cache=True, error_model="numpy")
 def gaussian_blur(img, kernel_size, sigma):
     """Functional form (torchvision gaussian_blur with a square kernel and one sigma)."""
+    if kernel_size <= 0 or kernel_size % 2 == 0:
+        raise ValueError("gaussian_blur: kernel_size must be a positive odd integer")
+    if sigma <= 0:
+        raise ValueError("gaussian_blur: sigma must be positive")
     out = np.ascontiguousarray(img).copy()
     blur_inplace(out, kernel_size, sigma)
     return out

@@ -101,8 +101,21 @@ def resized_crop_into(img, top, left, height, width, out):
 def resized_crop(img, top, left, height, width, out_h, out_w):
     """Functional form: a new (out_h, out_w, 3) uint8 image, like torchvision's resized_crop
     with bilinear interpolation and antialias=True."""
+    if height <= 0 or width <= 0 or out_h <= 0 or out_w <= 0:
+        raise ValueError("resized_crop: crop and output sizes must be positive")
     out = np.empty((out_h, out_w, 3), np.uint8)
-    resized_crop_into(np.ascontiguousarray(img), top, left, height, width, out)
+    img = np.ascontiguousarray(img)
+    if top >= 0 and left >= 0 and top + height <= img.shape[0] and left + width <= img.shape[1]:
+        resized_crop_into(img, top, left, height, width, out)
+        return out
+    # A box reaching past the border: the kernel reads raw memory, so pad with zeros (as
+    # torchvision's crop does) instead of reading whatever lies beyond the image.
+    box = np.zeros((height, width, 3), np.uint8)
+    y0, y1 = max(top, 0), min(top + height, img.shape[0])
+    x0, x1 = max(left, 0), min(left + width, img.shape[1])
+    if y0 < y1 and x0 < x1:
+        box[y0 - top:y1 - top, x0 - left:x1 - left] = img[y0:y1, x0:x1]
+    resized_crop_into(box, 0, 0, height, width, out)
     return out
 
 
