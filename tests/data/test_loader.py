@@ -76,6 +76,13 @@ def test_default_augs_views_repeat_per_epoch_and_differ(small_beton):
         assert torch.equal(e0[i][0], e0_again[i][0]) and torch.equal(e0[i][1], e0_again[i][1])
         assert not torch.equal(e0[i][0], e0[i][1])
         assert not torch.equal(e0[i][0], e1[i][0])
+    # The seed and the epoch's address reach the cached random helpers as plain int64, never as
+    # literals: otherwise every run would compile and cache one more specialisation on disk.
+    from numba import types
+    from ffcv_amcl.data.augment import rng
+    assert set(rng.read_counter.signatures) == {(types.int64,)}
+    seeds = [sig[0] for sig in rng.stream_key.signatures]
+    assert types.int64 in seeds and types.literal(9) not in seeds, seeds
 
 
 def test_eval_loader(small_beton, jpeg_beton):

@@ -13,7 +13,7 @@ from numba import njit
 
 from ffcv.pipeline.compiler import Compiler
 
-from .rng import GRAY, JITTER, read_counter, stream_key, uniform
+from .rng import GRAY, JITTER, read_counter, runtime_ints, stream_key, uniform
 from .stage import ViewStage
 
 _R = np.float32(0.2989)
@@ -235,11 +235,11 @@ class ColorJitter(ViewStage):
 
     def generate_code(self):
         my_range = Compiler.get_iterator()
-        seed, address, enabled = self.seed, self.epoch_address, self.enabled
+        ints, enabled = runtime_ints(self.seed, self.epoch_address), self.enabled
         p, strength = self.p, self.strength
 
         def jitter(images, _dst, indices):
-            epoch = read_counter(address)
+            seed, epoch = ints[0], read_counter(ints[1])
             for i in my_range(images.shape[0]):
                 for v in range(images.shape[1]):
                     if enabled[v]:
@@ -261,10 +261,10 @@ class RandomGrayscale(ViewStage):
 
     def generate_code(self):
         my_range = Compiler.get_iterator()
-        seed, address, enabled, p = self.seed, self.epoch_address, self.enabled, self.p
+        ints, enabled, p = runtime_ints(self.seed, self.epoch_address), self.enabled, self.p
 
         def gray(images, _dst, indices):
-            epoch = read_counter(address)
+            seed, epoch = ints[0], read_counter(ints[1])
             for i in my_range(images.shape[0]):
                 for v in range(images.shape[1]):
                     if enabled[v] and gray_draw(stream_key(seed, epoch, indices[i], v, GRAY), p):

@@ -8,7 +8,7 @@ from numba import njit
 
 from ffcv.pipeline.compiler import Compiler
 
-from .rng import FLIP, read_counter, stream_key, uniform
+from .rng import FLIP, read_counter, runtime_ints, stream_key, uniform
 from .stage import ViewStage
 
 
@@ -45,10 +45,10 @@ class RandomFlip(ViewStage):
 
     def generate_code(self):
         my_range = Compiler.get_iterator()
-        seed, address, enabled, p = self.seed, self.epoch_address, self.enabled, self.p
+        ints, enabled, p = runtime_ints(self.seed, self.epoch_address), self.enabled, self.p
 
         def flip(images, _dst, indices):
-            epoch = read_counter(address)
+            seed, epoch = ints[0], read_counter(ints[1])
             for i in my_range(images.shape[0]):
                 for v in range(images.shape[1]):
                     if enabled[v] and flip_draw(stream_key(seed, epoch, indices[i], v, FLIP), p):

@@ -62,6 +62,16 @@ def uniform_range(key, counter, lo, hi):
     return lo + (hi - lo) * uniform(key, counter)
 
 
+def runtime_ints(*values: int) -> np.ndarray:
+    """Closure constants (seed, epoch address) as an int64 array for a stage's compiled code.
+
+    An int captured by a jitted closure is typed as a literal, so every seed and every address
+    (new in each process) would compile another specialisation of the cached helpers here and
+    add it to the on-disk cache for good; an array element is a plain int64, compiled once.
+    """
+    return np.array(values, dtype=np.int64)
+
+
 @intrinsic
 def _voidptr_from_address(typingctx, address):
     """Turn an integer address into a void* inside compiled code (numba has no cast for this)."""

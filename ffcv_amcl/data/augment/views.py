@@ -17,7 +17,7 @@ from ffcv.pipeline.allocation_query import AllocationQuery
 from ffcv.pipeline.compiler import Compiler
 
 from .crop import centre_crop_params, random_crop_params, resized_crop_into
-from .rng import CROP, read_counter, stream_key
+from .rng import CROP, read_counter, runtime_ints, stream_key
 
 
 class TwoViewDecoder(SimpleRGBImageDecoder):
@@ -57,7 +57,7 @@ class TwoViewDecoder(SimpleRGBImageDecoder):
         mem_read = self.memory_read
         my_range = Compiler.get_iterator()
         imdecode_c = Compiler.compile(imdecode)
-        seed, address = self.seed, self.epoch_address
+        ints = runtime_ints(self.seed, self.epoch_address)
         random_crop = self.random_crop
         n_views = len(self.random_crop)
         s_lo, s_hi = self.scale
@@ -66,7 +66,7 @@ class TwoViewDecoder(SimpleRGBImageDecoder):
 
         def decode(batch_indices, my_storage, metadata, storage_state):
             destination, scratch = my_storage
-            epoch = read_counter(address)
+            seed, epoch = ints[0], read_counter(ints[1])
             for i in my_range(len(batch_indices)):
                 index = batch_indices[i]
                 field = metadata[index]
