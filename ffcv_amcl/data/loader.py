@@ -230,6 +230,10 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
     from ffcv.loader import Loader, OrderOption
     from ffcv.reader import Reader
 
+    if centre_ratio is not None and not 0 < float(centre_ratio) <= 1:
+        # A ratio above 1 would ask the compiled crop for pixels outside the image.
+        raise UserError(f"centre_ratio must be in (0, 1], got {centre_ratio!r}; "
+                        "e.g. 0.875 for the ImageNet resize-256 / crop-224 evaluation")
     if centre_ratio is None:
         reader = Reader(str(path))
         meta = reader.metadata[f"f{list(reader.handlers).index('image')}"]

@@ -131,6 +131,12 @@ def test_bad_arguments(small_beton, kwargs, match):
         make_ssl_loader(small_beton[0], 8, **kwargs)
 
 
+@pytest.mark.parametrize("ratio", [0, 1.5, -0.5])
+def test_eval_loader_refuses_a_centre_crop_outside_the_image(small_beton, ratio):
+    with pytest.raises(UserError, match=r"centre_ratio must be in \(0, 1\]"):
+        make_eval_loader(small_beton[0], 8, centre_ratio=ratio)
+
+
 def test_bad_files(tmp_path, small_beton):
     with pytest.raises(UserError, match="not found"):
         make_ssl_loader(tmp_path / "missing.beton", 8)

@@ -39,6 +39,8 @@ class TwoViewDecoder(SimpleRGBImageDecoder):
         self.scale = (float(scale[0]), float(scale[1]))
         self.log_ratio = (float(np.log(ratio[0])), float(np.log(ratio[1])))
         self.centre_ratio = float(centre_ratio)
+        if not 0 < self.centre_ratio <= 1:  # the compiled crop reads without bounds checks
+            raise ValueError(f"centre_ratio must be in (0, 1], got {centre_ratio!r}")
         self.stretch = bool(stretch)
 
     def declare_state_and_memory(self, previous_state):
