@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import sys
-from argparse import ArgumentParser
 
 from fastargs import Param, Section, get_current_config
 from fastargs.decorators import param, section
 from fastargs.exceptions import MissingValueError
 
-from ffcv_amcl.errors import UserError, cli
+from ffcv_amcl.atomic import remove_stale_temps
+from ffcv_amcl.errors import ArgumentParser, UserError, check_writable_dir, cli
 
 Section("cfg", "dataset conversion").params(
     dataset=Param(str, "cifar10 | cifar100 | imagefolder | digits", default="digits"),
@@ -56,10 +56,11 @@ def convert(dataset, data_dir, split, write_path, write_mode, max_resolution, jp
     if subset == 0 or subset < -1:
         raise UserError(f"cfg.subset={subset}: give a positive number of images, or -1 for all")
     write_path = os.path.expanduser(write_path)
-    # Refuse an impossible destination before reading 50,000 images.
+    # Refuse an impossible destination before reading 50,000 images; clear what killed writers left there.
     parent = os.path.dirname(os.path.abspath(write_path))
-    if not os.path.isdir(parent):
-        raise UserError(f"cannot write {write_path}: directory {parent} does not exist (create it first)")
+    check_writable_dir(parent, f"cfg.write_path={write_path}")
+    for stale in remove_stale_temps(parent):
+        print(f"note: removed {stale}, left by a writer that was killed", file=sys.stderr)
     source, meta = open_source(dataset, os.path.expanduser(data_dir), split,
                                max_resolution=max_resolution if max_resolution > 0 else None, subset=subset)
     meta = write_beton(write_path, source, write_mode=write_mode,
@@ -75,6 +76,8 @@ def _collect(config) -> None:
     try:  # augment_argparse already reads --config-file (to list its keys in --help)
         config.augment_argparse(parser)
         config.collect_argparse_args(parser)
+    except UserError:  # a bad or unknown flag, from the parser
+        raise
     except ImportError:
         raise UserError("a YAML --config-file needs PyYAML (pip install pyyaml); or give the config as JSON") from None
     except OSError as exc:

@@ -1,20 +1,97 @@
 """User-facing failures: one clear line, a non-zero exit, never a traceback for a user's mistake."""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import errno
 import functools
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 
-class UserError(Exception):
-    """A mistake the user can fix (bad flag, missing file, corrupt input). The message names cause and fix."""
+class UserError(ValueError):
+    """A mistake the user can fix (bad flag, missing file, corrupt input). The message names cause and fix.
+    A ValueError, so library callers can catch it without importing ffcv_amcl's own exception types."""
 
 
 def check(condition: bool, message: str) -> None:
     """Raise UserError(message) unless condition holds."""
     if not condition:
         raise UserError(message)
+
+
+# errno -> (what happened, what to do): the causes a user meets when writing outputs.
+_OS_CAUSES = {
+    errno.ENOSPC: ("no space left on device", "free space or choose another folder"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or choose another folder"),
+    errno.EROFS: ("read-only file system", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "choose a folder you may write to, or fix its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a folder you may write to, or fix its permissions"),
+    errno.ENOENT: ("no such file or directory", "create the folder first, or fix the path"),
+    errno.ENOTDIR: ("a part of the path is not a directory", "fix the path"),
+    errno.EISDIR: ("it is a directory", "give a file name"),
+}
+
+
+def os_error(exc: OSError, path, action: str = "writing") -> UserError:
+    """The one line for an OSError met while `action` `path`: cause (from errno) and fix."""
+    cause, fix = _OS_CAUSES.get(exc.errno, (exc.strerror or type(exc).__name__, "check the path and the disk"))
+    return UserError(f"{cause} {action} {path}: {fix}")
+
+
+def _os_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError in exc's chain: torch.save, for one, reports a failed file write as a RuntimeError
+    whose __context__ is the OSError."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+@contextlib.contextmanager
+def user_io(path, action: str = "writing") -> Iterator[None]:
+    """Turn an OSError inside the block (directly or as the cause of another error) into one UserError line
+    naming `path`: disk full, read-only folder, no permission, missing folder."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        found = _os_error_in(exc)
+        if found is None:
+            raise
+        raise os_error(found, path, action) from exc
+
+
+def check_writable_dir(folder, flag: str) -> None:
+    """Refuse, before any work, an output folder that is missing or cannot take a new file (`flag` names the
+    setting in the message)."""
+    import tempfile
+
+    if not os.path.isdir(folder):
+        raise UserError(f"{flag}: directory {folder} does not exist: create it first, or fix the path")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()  # an unnamed file where the OS allows: nothing to clean up
+    except OSError as exc:
+        raise UserError(f"{flag}: {os_error(exc, folder, 'writing in')}") from None
+
+
+def check_output_file(path, flag: str) -> None:
+    """check_writable_dir for the folder of output file `path`, which must not be a directory itself."""
+    if os.path.isdir(path):
+        raise UserError(f"{flag}={path} is a directory: give a file name inside it")
+    check_writable_dir(os.path.dirname(os.path.abspath(path)), flag)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad or unknown flag as one UserError line instead of usage text and exit 2."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
 
 
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -88,3 +88,47 @@ def test_config_mismatch_names_the_setting():
     saved = {"model.arch": "resnet18", "model.heads": 3, "training.lr": 0.1}
     assert config_mismatch(saved, {**saved, "training.lr": 0.5}) is None        # lr may change on resume
     assert config_mismatch(saved, {**saved, "model.heads": 1}) == "model.heads: checkpoint 3, config 1"
+
+
+class _FullDisk:
+    """A file whose disk fills after `room` bytes."""
+
+    def __init__(self, path, mode, room=1000):
+        self.f, self.room = open(path, mode), room
+
+    def write(self, data):
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(28, "No space left on device")
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_disk_full_at_save_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import ffcv_amcl.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "open", _FullDisk, raising=False)
+    with pytest.raises(UserError) as err:
+        save_checkpoint(tmp_path, trained_state()[2])
+    assert str(err.value) == (f"no space left on device writing {tmp_path / checkpoint_name(1, 10)}: free space "
+                              f"or choose another folder")
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_at_save_on_a_small_tmpfs(tmp_path):
+    from tests.tmpfs import mounted_tmpfs
+
+    _, _, state = trained_state()
+    state["model"]["big"] = torch.zeros(1 << 20)  # 4 MiB on a 2 MiB disk
+    with mounted_tmpfs(tmp_path / "small", "2M") as small:
+        with pytest.raises(UserError, match=r"^no space left on device writing .*ckpt_e0001_s00000010\.pt: free"):
+            save_checkpoint(small, state)
+        assert os.listdir(small) == []

@@ -6,7 +6,7 @@ import pytest
 
 from ffcv_amcl.config import SPEC, from_flat, parse_argv, parse_config, to_flat
 from ffcv_amcl.errors import UserError
-from train_helpers import REPO, digits_betons, run_cli
+from tests.train_helpers import REPO, digits_betons, run_cli
 
 FIXED_NAMES = ["data.train_dataset", "data.val_dataset", "data.num_workers", "model.arch", "model.method",
                "model.amcl", "model.heads", "training.epochs", "training.batch_size", "training.lr",
@@ -78,7 +78,10 @@ def test_flat_round_trip():
     (["--model.method=moco", "--loss.mochi_n_hard=8", "--loss.mochi_s1=-1"], "mochi_s1=-1"),
     (["--model.method=moco", "--model.amcl=0", "--loss.ascl=1", "--loss.ascl_variant=soft"], "loss.ascl_variant"),
     (["--model.method=simclr", "--loss.ascl=1", "--model.amcl=0"], "MoCo path"),
-    (["--model.method=moco", "--loss.ascl=1", "--model.amcl=1"], "--model.amcl=0"),
+    (["--model.method=moco", "--loss.ascl=1", "--model.amcl=1", "--loss.amcl_form=ref"], "--model.amcl=0"),
+    (["--model.method=simsiam", "--model.amcl=1", "--loss.amcl_form=post"], "loss.amcl_form=post needs negatives"),
+    (["--loss.amcl_form=soft"], "loss.amcl_form='soft'"),
+    (["--loss.tau_min=0.5", "--loss.tau_max=0.2"], "need 0 < tau_min < tau_max"),
     (["--model.method=moco", "--loss.queue_size=16", "--training.batch_size=32"], "loss.queue_size=16"),
     (["--training.resume=/no/such.pt"], "training.resume=/no/such.pt not found"),
 ])
@@ -143,6 +146,7 @@ BAD_FLAGS = [
     (["--model.arch=resnet34"], "model.arch"),
     (["--model.heads=0"], "model.heads"),
     (["--training.batch_size=999"], "training.batch_size=999"),
+    (["--training.epochs=1.5"], "training.epochs='1.5' is not valid: expected an integer"),  # as YAML 1.5 is
     (["--trainig.epochs=1"], "unknown config key 'trainig.epochs'"),
     (["--data.train_dataset=missing.beton"], "missing.beton not found"),
 ]

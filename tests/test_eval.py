@@ -7,7 +7,7 @@ import torch
 
 from ffcv_amcl.evaluation import knn_predict, knn_top1, linear_probe
 from ffcv_amcl.train import run
-from train_helpers import digits_betons, run_cli, tiny_args
+from tests.train_helpers import digits_betons, run_cli, tiny_args
 
 
 def knn_reference(train, labels, test, k, t, num_classes):
@@ -79,7 +79,9 @@ def test_eval_cli_reports_knn_and_linear(trained, tmp_path):
 
 @pytest.mark.parametrize("flag,needle", [("--model.arch=resnet50", "model.arch='resnet50' does not match"),
                                          ("--model.heads=5", "model.heads=5 does not match"),
-                                         ("--checkpoint=/no/ckpt.pt", "not found")])
+                                         ("--checkpoint=/no/ckpt.pt", "not found"),
+                                         ("--output=/missing/dir/x.json",  # refused before the evaluation
+                                          "--output: directory /missing/dir does not exist")])
 def test_eval_cli_rejects_a_mismatching_checkpoint(trained, flag, needle):
     train, val, ckpt = trained
     proc = run_cli("ffcv_amcl.eval", f"--checkpoint={ckpt}", f"--data.train_dataset={train}",

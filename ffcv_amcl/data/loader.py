@@ -14,43 +14,49 @@ import numpy as np
 import torch
 from numba import njit
 
+import ffcv.loader.loader as ffcv_epoch
+from ffcv.loader.epoch_iterator import EpochIterator
+
 from ffcv_amcl.errors import UserError
+from ffcv_amcl.data.beton import REWRITE, validate_beton
 from ffcv_amcl.data.meta import read_meta
 from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, RandomBlur, RandomFlip,
                                     RandomGrayscale, TwoViewDecoder, parse_augs)
 
 _ORDERS = ("random", "quasi_random", "sequential")
-_HEADER_BYTES = 24  # ffcv HeaderType: version u2, num_fields u2, page_size u4, num_samples u8, ptr u8
 
 
-def _check_beton(path) -> None:
-    """Fail early, with one line, on anything FFCV would choke on later (or crash reading)."""
-    p = Path(path)
-    hint = "write one with `python write_datasets.py --cfg.dataset=... --cfg.write_path=X.beton`"
-    if not p.is_file():
-        raise UserError(f"dataset file {str(p)!r} not found; {hint}")
-    size = p.stat().st_size
-    from ffcv.types import CURRENT_VERSION, FieldDescType, HeaderType
-    if size < HeaderType.itemsize:
-        raise UserError(f"{str(p)!r} is not an FFCV .beton file (too short); {hint}")
-    header = np.fromfile(p, dtype=HeaderType, count=1)[0]
-    nf = int(header["num_fields"])
-    fields_end = HeaderType.itemsize + nf * FieldDescType.itemsize
-    if (int(header["version"]) != CURRENT_VERSION or not 0 < nf <= 64 or fields_end > size
-            or not fields_end <= int(header["alloc_table_ptr"]) <= size):
-        raise UserError(f"{str(p)!r} is not an FFCV .beton file (bad header); {hint}")
-    from ffcv.reader import Reader
-    try:
-        reader = Reader(str(p))
-    except Exception as exc:  # corrupt: report, do not dump a traceback
-        raise UserError(f"{str(p)!r} is not a readable .beton file ({exc}); {hint}") from None
-    from ffcv.fields import IntField, RGBImageField
-    if not isinstance(reader.handlers.get("image"), RGBImageField):
-        raise UserError(f"{str(p)!r} has no RGB `image` field (fields: {list(reader.handlers)}); {hint}")
-    if not isinstance(reader.handlers.get("label"), IntField):
-        raise UserError(f"{str(p)!r} has no integer `label` field (fields: {list(reader.handlers)}); {hint}")
-    if int(reader.num_samples) == 0:
-        raise UserError(f"{str(p)!r} holds no samples; {hint}")
+class _GuardedEpochIterator(EpochIterator):
+    """FFCV's epoch thread, except that its failure reaches the consumer.
+
+    FFCV runs the pipeline in this thread and hands batches over a queue; an exception in the thread (a
+    damaged image, a bug) ends it without a word to the main thread, which then waits on the queue forever
+    (and ignores SIGTERM). Here the thread records its exception, and `__next__` waits on the queue with a
+    timeout, checking the thread is alive: a dead thread ends the run with one UserError line instead."""
+
+    failure: BaseException | None = None
+
+    def run(self):
+        try:
+            super().run()
+        except BaseException as exc:  # the consumer re-raises it; Python would only print it
+            self.failure = exc
+
+    def __next__(self):
+        q = self.output_queue
+        with q.not_empty:  # the queue's own condition: woken at once by a put, by the timeout otherwise
+            while not q._qsize() and self.is_alive():
+                q.not_empty.wait(0.5)
+        if q.qsize() == 0:  # dead, and nothing left behind (re-read after seeing it dead)
+            self.close()
+            exc = self.failure
+            cause = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}" if exc else "it stopped"
+            raise UserError(f"reading {self.loader.reader.file_name} failed in the loader thread ({cause}): "
+                            f"the file may be damaged; {REWRITE} (FFCV_AMCL_DEBUG=1 shows the traceback)") from exc
+        return super().__next__()
+
+
+ffcv_epoch.EpochIterator = _GuardedEpochIterator  # what ffcv's Loader.__iter__ builds: every loader gets it
 
 
 def _workers(num_workers: int) -> int:
@@ -71,7 +77,7 @@ def _check_common(path, batch_size, image_size, device):
         torch.device(device)
     except (RuntimeError, TypeError):
         raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    _check_beton(path)
+    validate_beton(path)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")

@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from ffcv_amcl.atomic import atomic_path
+
 # ImageNet statistics on the 0-255 scale: the conventional fallback.
 DEFAULT_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 DEFAULT_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -21,10 +23,8 @@ def meta_path(beton: str | os.PathLike) -> Path:
 
 def write_meta(beton: str | os.PathLike, meta: dict) -> None:
     """Write the sidecar atomically (it is renamed into place before the .beton itself)."""
-    target = meta_path(beton)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, target)
+    with atomic_path(meta_path(beton)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 def read_meta(beton: str | os.PathLike) -> dict:

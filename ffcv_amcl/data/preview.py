@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffcv_amcl.errors import UserError, cli
+from ffcv_amcl.errors import ArgumentParser, UserError, check_output_file, cli
 
 
 def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=0.5):
@@ -21,16 +21,15 @@ def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=
     from ffcv.loader import Loader, OrderOption
 
     from ffcv_amcl.data.augment import EpochCounter, TwoViewDecoder, parse_augs
+    from ffcv_amcl.data.beton import validate_beton
     from ffcv_amcl.data.loader import _check_common, build_image_pipeline
 
     letters_a = parse_augs(augs)
     letters_b = letters_a if augs_b is None else parse_augs(augs_b, flag="augs_b")
-    _check_common(path, 1, image_size, "cpu")
+    _check_common(path, 1, image_size, "cpu")  # validates the whole file (validate_beton)
     if n <= 0:
         raise UserError(f"--n must be positive, got {n}")
-    from ffcv.reader import Reader
-
-    n = min(int(n), int(Reader(str(path)).num_samples))
+    n = min(int(n), validate_beton(path))
     counter = EpochCounter(epoch)
     indices = np.arange(n)
     common = dict(batch_size=n, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False)
@@ -77,7 +76,7 @@ def draw_grid(originals, view_a, view_b, out, title=""):
 
 @cli
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ffcv_amcl.data.preview", description=__doc__,
+    parser = ArgumentParser(prog="python -m ffcv_amcl.data.preview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", required=True, help=".beton file to read")
     parser.add_argument("--augs", default="default", help="letters from abcde, default or color")
@@ -91,6 +90,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out must name a .png file, got {args.out!r}")
+    check_output_file(args.out, "--out")  # before the work, not after it
     originals, a, b = collect(args.path, args.augs, args.n, args.image_size, args.seed,
                               args.epoch, augs_b=args.augs_b, color_strength=args.color_strength)
     draw_grid(originals, a, b, args.out,

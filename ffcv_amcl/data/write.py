@@ -4,18 +4,15 @@ FFCV's writer runs `dataset[i]` in forked worker processes and waits for a sampl
 that raises never reaches the count and the parent waits forever. So every sample goes through
 `_Guarded`: it validates image and label, records the first failure in shared memory and hands
 the writer a 1-pixel placeholder from then on, letting the write finish quickly; the parent then
-raises that failure and the temporary file is deleted. A worker that dies anyway (killed, or an
-error inside FFCV's encoder) is noticed by `_WriterHooks`. The same pass records per-image pixel
-statistics for the mean/std sidecar, so the source is read only once.
+raises that failure and the temporary file is deleted. A worker that dies anyway (killed, a full
+disk, an error inside FFCV's encoder) is noticed by `data.supervise.Supervisor`. The same pass
+records per-image pixel statistics for the mean/std sidecar, so the source is read only once.
 """
 from __future__ import annotations
 
-import _thread
-import contextlib
 import ctypes
 import multiprocessing as mp
 import os
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -24,6 +21,8 @@ import numpy as np
 
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.data.meta import write_meta
+from ffcv_amcl.data.pixels import to_rgb8
+from ffcv_amcl.data.supervise import Supervisor
 from ffcv_amcl.errors import UserError, check
 
 WRITE_MODES = ("raw", "jpg", "proportion", "smart")
@@ -65,9 +64,7 @@ class Subset:
 
 def _as_rgb(image, i: int) -> np.ndarray:
     if not isinstance(image, np.ndarray):  # PIL image (or anything exposing __array_interface__)
-        if getattr(image, "mode", "RGB") != "RGB":
-            image = image.convert("RGB")
-        image = np.asarray(image)
+        image = to_rgb8(image, f"of sample {i}") if hasattr(image, "mode") else np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
@@ -122,7 +119,7 @@ class _Guarded:
                                 f"set cfg.max_resolution (e.g. 512)")
             self._add_stats(i, image)
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return self.placeholder
         if self.write_mode == "proportion":
             np.random.seed([0, i])  # RGBImageField draws jpg-or-raw from np.random: make it per-sample
@@ -135,7 +132,8 @@ class _Guarded:
         row = np.frombuffer(self.stats, dtype=np.float64, count=_NSTAT, offset=i * _NSTAT * 8)
         row[:3], row[3:6], row[6] = mean[:, 0], std[:, 0], image.shape[0] * image.shape[1]
 
-    def _fail(self, exc: Exception) -> None:
+    def fail(self, exc: Exception) -> None:
+        """Record the first failure (any process); the parent raises it."""
         if isinstance(exc, UserError):
             kind, text = 1, str(exc)
         else:
@@ -162,79 +160,47 @@ class _Guarded:
 
 
 class _WriterHooks:
-    """Context around FFCV's `DatasetWriter` run: an images/s bar, a watchdog, a faster mode lookup.
+    """Context around FFCV's `DatasetWriter` run: an images/s bar, a faster mode lookup, and the supervision
+    of its processes (data.supervise: no hang on a dead worker, no orphan, nothing left in /dev/shm).
 
-    FFCV's writer draws a plain tqdm bar and waits forever for a worker that died (killed, or an
-    error inside its encoder). The hooks swap in a bar with an 'images' unit, record the worker
-    processes the writer starts, and interrupt the wait when one exits with an error code.
+    FFCV's writer draws a plain tqdm bar; the hooks swap in one with an 'images' unit, closed on the way out
+    even when the write fails (an error line then starts on a line of its own).
     RGBImageField.encode looks its storage mode up in a numba typed dict, which from Python costs
     about as much as encoding a 32x32 image (and compiles on first use in every worker); while
     writing, a plain dict with the same entries stands in for it.
     """
 
-    def __init__(self):
-        self.workers: list = []
-        self.died: tuple[str, int] | None = None
-        self._lock, self._active = threading.Lock(), False
+    def __init__(self, supervisor: Supervisor):
+        self.supervisor = supervisor
 
     def __enter__(self):
-        import functools
-
         import ffcv.fields.rgb_image
         import ffcv.writer
         from tqdm import tqdm
 
-        hooks = self
+        self._bars = []
 
-        class RecordedProcess(mp.Process):
-            def start(self):
-                hooks.workers.append(self)
-                super().start()
+        def bar(*args, **kwargs):
+            self._bars.append(tqdm(*args, unit="images", desc="write", smoothing=0.1, **kwargs))
+            return self._bars[-1]
 
+        swap = {"tqdm": bar, **self.supervisor.patches()}
         modes = ffcv.fields.rgb_image.IMAGE_MODES
-        self._saved = ffcv.writer.tqdm, ffcv.writer.Process, modes
-        ffcv.writer.tqdm = functools.partial(tqdm, unit="images", desc="write", smoothing=0.1)
-        ffcv.writer.Process = RecordedProcess
+        self._saved = {name: getattr(ffcv.writer, name) for name in swap}, modes
+        for name, value in swap.items():
+            setattr(ffcv.writer, name, value)
         ffcv.fields.rgb_image.IMAGE_MODES = {name: int(modes[name]) for name in ("jpg", "raw")}
-        self._active = True
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
         return self
-
-    def _watch(self) -> None:
-        while True:
-            with self._lock:
-                if not self._active:
-                    return
-                for p in list(self.workers):
-                    if p.exitcode not in (None, 0):
-                        self.died = (p.name, p.exitcode)
-                        _thread.interrupt_main()  # a KeyboardInterrupt in the waiting main thread
-                        return
-            time.sleep(0.2)
 
     def __exit__(self, *exc) -> None:
         import ffcv.fields.rgb_image
         import ffcv.writer
 
-        try:
-            with self._lock:
-                self._active = False
-            self._thread.join()
-        finally:  # a pending interrupt may land here; the library must still be restored
-            ffcv.writer.tqdm, ffcv.writer.Process, ffcv.fields.rgb_image.IMAGE_MODES = self._saved
-
-    def stop_workers(self, writer) -> None:
-        """After an interrupt: stop the workers and free the writer's shared memory."""
-        for p in self.workers:
-            if p.exitcode is None:
-                p.terminate()
-            p.join(timeout=5)
-        sm = getattr(writer, "metadata_sm", None)
-        if sm is not None and not isinstance(sm, int):
-            with contextlib.suppress(Exception):
-                sm.close()
-                sm.unlink()
+        saved, ffcv.fields.rgb_image.IMAGE_MODES = self._saved
+        for name, value in saved.items():
+            setattr(ffcv.writer, name, value)
+        for bar in self._bars:
+            bar.close()
 
 
 def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int | None = None,
@@ -284,14 +250,15 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
     with atomic_path(path) as tmp:
         writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=min(workers, n))
         start = time.perf_counter()
-        hooks = _WriterHooks()
+        supervisor = Supervisor(writer, path, guarded.fail)
         try:
-            with hooks:
+            with _WriterHooks(supervisor):
                 writer.from_indexed_dataset(guarded)
         except BaseException:
-            hooks.stop_workers(writer)
-            if hooks.died:
-                name, code = hooks.died
+            supervisor.stop_workers()
+            if supervisor.died:
+                guarded.raise_failure()  # a worker's own one-line report (a full disk) comes first
+                name, code = supervisor.died
                 raise UserError(f"writer {name} exited with code {code} (its error is printed above); "
                                 f"nothing was written to {path}") from None
             raise

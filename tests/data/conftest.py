@@ -2,18 +2,7 @@
 import numpy as np
 import pytest
 
-
-class ArrayDataset:
-    def __init__(self, images, labels, label_first=False):
-        self.images, self.labels, self.label_first = images, labels, label_first
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        if self.label_first:
-            return int(self.labels[i]), self.images[i]
-        return self.images[i], int(self.labels[i])
+from ffcv_amcl.data.write import ArrayDataset
 
 
 def photo_patches(n, side, seed=0, min_side=None, max_side=None):
@@ -46,20 +35,14 @@ def write_beton(path, images, labels, *, mode="raw", max_resolution=None, label_
     if fields is None:
         img = RGBImageField(write_mode=mode, max_resolution=max_resolution, jpeg_quality=90)
         fields = {"label": IntField(), "image": img} if label_first else {"image": img, "label": IntField()}
-    DatasetWriter(str(path), fields, num_workers=1).from_indexed_dataset(
-        ArrayDataset(images, labels, label_first) if "image" in fields else _LabelOnly(labels))
+    if "image" not in fields:
+        samples = [(int(y),) for y in labels]
+    elif list(fields)[0] == "label":  # FFCV takes each sample's values in the fields' order
+        samples = [(int(y), x) for x, y in zip(images, labels)]
+    else:
+        samples = ArrayDataset(images, labels)
+    DatasetWriter(str(path), fields, num_workers=1).from_indexed_dataset(samples)
     return str(path)
-
-
-class _LabelOnly:
-    def __init__(self, labels):
-        self.labels = labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return (int(self.labels[i]),)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 """make_ssl_loader / make_eval_loader: output contract, epochs, bad input, the preview tool."""
+import os
 import subprocess
 import sys
 
@@ -140,11 +141,11 @@ def test_eval_loader_refuses_a_centre_crop_outside_the_image(small_beton, ratio)
 def test_bad_files(tmp_path, small_beton):
     with pytest.raises(UserError, match="not found"):
         make_ssl_loader(tmp_path / "missing.beton", 8)
-    with pytest.raises(UserError, match="not an FFCV .beton"):
+    with pytest.raises(UserError, match="not a readable .beton"):
         make_ssl_loader(_not_beton(tmp_path), 8)
     empty = tmp_path / "empty.beton"
     empty.write_bytes(b"")
-    with pytest.raises(UserError, match="not an FFCV .beton"):
+    with pytest.raises(UserError, match="not a readable .beton"):
         make_eval_loader(empty, 8)
     with pytest.raises(UserError, match="no RGB `image` field"):
         make_ssl_loader(_label_only(tmp_path), 8)
@@ -176,6 +177,16 @@ def test_preview_bad_input_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args,needle", [(["--out", "missing/grid.png"], "--out: directory "),
+                                         (["--bogus", "1"], "unrecognized arguments: --bogus 1 (see --help)")])
+def test_preview_refuses_flags_and_outputs_before_the_work(small_beton, tmp_path, args, needle):
+    args = [str(tmp_path / a) if a.startswith("missing/") else a for a in args]
+    r = subprocess.run([sys.executable, "-m", "ffcv_amcl.data.preview", "--path", small_beton[0], *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert needle in r.stderr and os.listdir(tmp_path) == []
 
 
 @pytest.mark.gpu

@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest_datasets import cifar_batch, dump_py2, write_cifar_folder, write_image_folder  # noqa: E402
-
-from ffcv_amcl.data.meta import read_meta  # noqa: E402
-from ffcv_amcl.errors import UserError  # noqa: E402
+from ffcv_amcl.data.meta import read_meta
+from ffcv_amcl.errors import UserError
+from tests.data.conftest_datasets import cifar_batch, dump_py2, write_cifar_folder, write_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -429,8 +427,12 @@ def test_cli_digits_with_config_file(tmp_path):
     cfg.write_text(json.dumps({"cfg": {"dataset": "digits", "split": "train",
                                        "write_path": str(tmp_path / "ignored.beton")}}))
     path = tmp_path / "digits_train.beton"
+    dead = int(subprocess.run([PY, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    stale = tmp_path / f".digits_train.beton.tmp-{dead}"  # what a killed writer leaves: removed on start
+    stale.write_bytes(b"\0" * 4096)
     res = run_cli("--config-file", str(cfg), f"--cfg.write_path={path}", "--cfg.num_workers=2")
     assert res.returncode == 0, res.stderr
+    assert not stale.exists() and f"note: removed {stale}" in res.stderr
     assert "images/s" in res.stdout and "wrote 1437 images" in res.stdout
     assert path.exists() and not (tmp_path / "ignored.beton").exists()
     side = read_meta(path)

@@ -1,0 +1,185 @@
+"""What every self-supervised method shares: a backbone, the progress counters, the public projection API,
+and the method's own defaults and checks (each subclass lists them; config.py asks the class).
+
+    loss, stats = model(view_a, view_b)       # forward = project the views, then the method's loss
+    z = model.project(x)                      # (C, N, D) online projections; model.project(x, target=True):
+                                              # the momentum encoder's (MoCo keys, BYOL targets)
+    model.momentum_update()                   # after optimizer.step(): EMA of MoCo keys / BYOL target
+    model.temperature_pairs(view_a, view_b)   # AMCL: each head's temperatures of the pairs its loss uses
+
+`stats` holds detached tensors only (no host sync): per-head `tau_pos`/`tau_neg` (C,) when AMCL is on;
+`model.loss_pairs()` gives the last step's per-pair temperatures for the trainer's temperature health.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ffcv_amcl.errors import check
+from ffcv_amcl.losses import AMCLContrastive
+from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
+
+# Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
+UNSET = {"loss.temperature": 0.0, "loss.beta": -1.0, "model.proj_dim": 0, "model.proj_hidden": 0,
+         "model.pred_hidden": 0}
+
+
+class SSLModel(nn.Module):
+    """Base: a backbone and the bookkeeping every method shares."""
+
+    method = "?"
+    options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
+
+    def __init__(self, cfg, *, image_size: int, global_batch: int):
+        super().__init__()
+        m, self.lcfg = cfg.model, cfg.loss
+        self.heads, self.amcl = m.heads, bool(m.amcl)
+        self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size)
+        self.feature_dim = self.backbone.feature_dim
+        self.global_batch = global_batch
+        self.seed = cfg.training.seed
+        self.criterion = None
+        # Set by the trainer before each step (schedules inside the model: BYOL momentum, MoCHi warm-up).
+        self.step, self.total_steps, self.epoch = 0, 1, 0
+        self.keep_features = False      # the trainer's online probe reads last_features (detached)
+        self.last_features: torch.Tensor | None = None
+        self._bank: torch.Tensor | None = None
+
+    input_dtype = torch.float32   # float64 for fp64 reference runs (build_model(..., dtype=torch.float64))
+
+    # -- defaults and checks owned by the method ---------------------------------------------------------------
+
+    @classmethod
+    def defaults(cls, cfg) -> dict:
+        """{setting: value} for the settings in UNSET this method fills (cfg gives arch etc.)."""
+        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 2048, "model.proj_hidden": 2048,
+                "model.pred_hidden": 512}
+
+    @classmethod
+    def resolve(cls, cfg) -> None:
+        """Replace the 'method default' sentinels in cfg with this method's values (in place)."""
+        for key, value in cls.defaults(cfg).items():
+            section, name = key.split(".")
+            if getattr(getattr(cfg, section), name) == UNSET[key]:
+                setattr(getattr(cfg, section), name, value)
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        """Method-specific checks before any work (UserError, one line)."""
+        l = cfg.loss
+        mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
+        check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
+              f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
+
+    # -- the public projection API ----------------------------------------------------------------------------
+
+    def set_progress(self, *, step: int, total_steps: int, epoch: int) -> None:
+        self.step, self.total_steps, self.epoch = step, max(1, total_steps), epoch
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x.to(self.input_dtype))
+
+    def encoders(self, target: bool) -> tuple[nn.Module, nn.Module]:
+        """(backbone, projector) of the online encoder, or of the momentum encoder when target=True."""
+        return self.backbone, self.projector
+
+    def project(self, x: torch.Tensor, *, target: bool = False) -> torch.Tensor:
+        """(C, N, D) projections of a batch of N images by every head (online or momentum encoder)."""
+        if self._bank is not None:
+            return self._bank[:, : x.shape[0]]
+        backbone, projector = self.encoders(target)
+        h = backbone(x)
+        if self.keep_features and not target:
+            self.last_features = h.detach()
+        return projector(h)
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        """The predictor head (SimSiam, BYOL); passes through while fixed projections are injected."""
+        return z if self._bank is not None else self.predictor(z)
+
+    @contextlib.contextmanager
+    def fixed_projections(self, bank: torch.Tensor):
+        """Within the block every encoder returns the first rows of `bank` (C, N, D) and a predictor passes
+        through: the method's own loss runs alone, as the profiler's loss stage times it."""
+        self._bank = bank
+        try:
+            yield self
+        finally:
+            self._bank = None
+
+    def compute_loss(self, view_a: torch.Tensor, view_b: torch.Tensor):
+        return self(view_a, view_b)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """EMA step of a momentum encoder; nothing for methods without one."""
+
+    # -- AMCL ------------------------------------------------------------------------------------------------
+
+    def _amcl_loss(self, dim: int) -> AMCLContrastive:
+        l = self.lcfg
+        return AMCLContrastive(dim, self.heads, beta=l.beta, topk=l.topk, tau_min=l.tau_min, tau_max=l.tau_max,
+                               hidden=l.tau_hidden, form=l.amcl_form, nll_dim=l.nll_dim, validate=False)
+
+    def _stats(self, loss_module) -> dict:
+        return dict(loss_module.last_stats) if self.amcl else {}
+
+    def loss_pairs(self) -> dict:
+        """The last step's per-pair values of the AMCL loss (tau_pos (C, N), tau_neg (C, N, k), s_pos (C, N)),
+        detached; {} without AMCL."""
+        return dict(getattr(self.criterion, "last_pairs", {}) or {}) if self.amcl else {}
+
+    @torch.no_grad()
+    def temperature_pairs(self, view_a: torch.Tensor, view_b: torch.Tensor) -> SimpleNamespace | None:
+        """Per head, the temperatures the loss gives the pairs it compares, for diagnostics: a namespace of
+        tau (C, M, M'), boolean masks pos and neg (M, M') and kind; None without AMCL. Contrastive methods:
+        the 2n views [a; b], each unordered pair once, positives (i, i + n), negatives different images."""
+        if not self.amcl:
+            return None
+        n = view_a.shape[0]
+        z = self.project(torch.cat([view_a, view_b])).float()
+        pos, neg = view_pair_masks(n, z.device)
+        return SimpleNamespace(tau=self.criterion.pair_temperatures(z, z), pos=pos, neg=neg, kind="views")
+
+
+def view_pair_masks(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Over the 2n x 2n pairs of [views a; views b]: positives (i, i+n) and negatives (different images),
+    each unordered pair once."""
+    idx = torch.arange(2 * n, device=device)
+    upper = idx[:, None] < idx[None, :]
+    same_image = (idx[:, None] % n) == (idx[None, :] % n)
+    return upper & same_image, upper & ~same_image
+
+
+def diagonal_masks(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positives on the diagonal of an m x m pair grid, every other cell negative."""
+    eye = torch.eye(m, dtype=torch.bool, device=device)
+    return eye, ~eye
+
+
+def ema_(target: nn.Module, online: nn.Module, m: float) -> None:
+    """target <- m * target + (1 - m) * online, parameter by parameter."""
+    t = [p for p in target.parameters()]
+    o = [p.detach() for p in online.parameters()]
+    torch._foreach_mul_(t, m)
+    torch._foreach_add_(t, o, alpha=1.0 - m)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def feature_dim(cfg) -> int:
+    return FEATURE_DIMS[cfg.model.arch]
+
+
+def normalised(z: torch.Tensor) -> torch.Tensor:
+    return F.normalize(z.float(), dim=-1)

@@ -1,0 +1,49 @@
+"""BYOL: online backbone/projector/predictor regress a momentum target (momentum loss.momentum -> 1, cosine)."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ffcv_amcl.losses import byol_loss
+from ffcv_amcl.model.methods.base import ema_, feature_dim, frozen_copy
+from ffcv_amcl.model.methods.simsiam import SimSiam
+
+
+class BYOL(SimSiam):
+    """AMCL on BYOL is AMCL's SimSiam form (Eq. 2.2) with the target projections in place of sg(z): BYOL's
+    loss is SimSiam's with a momentum target, so that is where the adaptive temperature is defined."""
+
+    method = "byol"
+
+    @classmethod
+    def defaults(cls, cfg) -> dict:
+        hidden = 4096 if cfg.model.arch == "resnet50" else 2 * feature_dim(cfg)
+        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 256, "model.proj_hidden": hidden,
+                "model.pred_hidden": cfg.model.proj_hidden or hidden}
+
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        self.target_backbone = frozen_copy(self.backbone)
+        self.target_projector = frozen_copy(self.projector)
+        self.base_momentum = cfg.loss.momentum
+
+    def encoders(self, target: bool):
+        return (self.target_backbone, self.target_projector) if target else (self.backbone, self.projector)
+
+    def current_momentum(self) -> float:
+        """BYOL's schedule: 1 - (1 - m0) (cos(pi k / K) + 1) / 2."""
+        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * self.step / self.total_steps) + 1) / 2
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        m = self.current_momentum()
+        ema_(self.target_backbone, self.backbone, m)
+        ema_(self.target_projector, self.projector, m)
+
+    def targets(self, x, z):
+        with torch.no_grad():
+            return self.project(x, target=True)
+
+    def classic_loss(self, pa, pb, ta, tb):
+        return byol_loss(pa, pb, ta, tb, validate=False)

@@ -1,0 +1,114 @@
+"""MoCo v2, symmetrised: query encoder, momentum key encoder, one queue of keys per head; MoCHi and ASCL."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ffcv_amcl import distributed as dist
+from ffcv_amcl.errors import check
+from ffcv_amcl.losses import ascl_loss, info_nce_queue, mix_hard_negatives
+from ffcv_amcl.model.heads import MultiHeadProjector
+from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy
+
+
+class MoCo(SSLModel):
+    """Options on this path: MoCHi (synthetic hard negatives from each query's hardest queue members, after
+    `loss.mochi_start` epochs; never enqueued) and ASCL (soft targets over the queue; one direction, query
+    from view a, key from view b, which may be weakly augmented via data.augs_b)."""
+
+    method = "moco"
+    options = ("mochi", "ascl")
+
+    @classmethod
+    def defaults(cls, cfg) -> dict:
+        return {"loss.temperature": 0.1, "loss.beta": 1e-4, "model.proj_dim": 128,
+                "model.proj_hidden": feature_dim(cfg), "model.pred_hidden": 512}
+
+    @classmethod
+    def check_config(cls, cfg, world_size: int) -> None:
+        super().check_config(cfg, world_size)
+        l = cfg.loss
+        mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
+        check(not (mochi and ascl), "loss.mochi_n_hard and loss.ascl are separate methods: enable one of them")
+        if mochi:
+            check(l.mochi_s1 >= 0 and l.mochi_s2 >= 0,
+                  f"loss.mochi_s1={l.mochi_s1}, loss.mochi_s2={l.mochi_s2}: mix counts cannot be negative")
+            check(l.mochi_n_hard <= l.queue_size, f"loss.mochi_n_hard={l.mochi_n_hard} exceeds loss.queue_size="
+                                                  f"{l.queue_size}: pick at most the queue length")
+        per_step = cfg.training.batch_size * world_size * (1 if ascl else 2)   # keys enqueued per step
+        check(l.queue_size >= per_step, f"loss.queue_size={l.queue_size} is smaller than the {per_step} keys "
+                                        f"enqueued per step: raise the queue or lower training.batch_size")
+
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        m, l = cfg.model, cfg.loss
+        self.projector = MultiHeadProjector(self.feature_dim, m.proj_hidden, m.proj_dim, self.heads, "mlp")
+        self.key_backbone = frozen_copy(self.backbone)
+        self.key_projector = frozen_copy(self.projector)
+        self.criterion = self._amcl_loss(m.proj_dim) if self.amcl else None
+        self.temperature, self.momentum = l.temperature, l.momentum
+        self.ascl = bool(l.ascl)
+        self.mochi = (l.mochi_n_hard, l.mochi_s1, l.mochi_s2) if l.mochi_n_hard > 0 else None
+        self.mochi_start = l.mochi_start
+        g = torch.Generator().manual_seed(cfg.training.seed + 7919)  # same queue on every rank
+        queue = F.normalize(torch.randn(self.heads, l.queue_size, m.proj_dim, generator=g), dim=-1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def encoders(self, target: bool):
+        return (self.key_backbone, self.key_projector) if target else (self.backbone, self.projector)
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        ema_(self.key_backbone, self.backbone, self.momentum)
+        ema_(self.key_projector, self.projector, self.momentum)
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.project(x, target=True).float(), dim=-1)
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        """keys (C, n, D) of this rank; the queue takes the keys of all ranks, rank order."""
+        keys = dist.gather_no_grad(keys, dim=1)
+        K, n = self.queue.shape[1], keys.shape[1]
+        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % K
+        self.queue.index_copy_(1, idx, keys.to(self.queue.dtype))
+        self.queue_ptr.copy_((self.queue_ptr + n) % K)
+
+    def _mix(self, q: torch.Tensor, queue: torch.Tensor):
+        """MoCHi negatives for queries q (C, N, D), or None before the warm-up ends."""
+        if self.mochi is None or self.epoch < self.mochi_start:
+            return None
+        # Seeded by (seed, step, rank): reproducible, and a resumed run draws what the uninterrupted one drew.
+        g = torch.Generator(device=q.device).manual_seed(
+            (self.seed * 1_000_003 + self.step) * 131 + dist.rank())
+        n_hard, s1, s2 = self.mochi
+        return mix_hard_negatives(q.detach(), queue, n_hard, s1, s2, generator=g, validate=False)
+
+    def forward(self, view_a, view_b):
+        B = view_a.shape[0]
+        queue = self.queue.clone()          # enqueued below; autograd needs the version it saw
+        if self.ascl:
+            q = self.project(view_a)
+            kb = self._keys(view_b)
+            l = self.lcfg
+            loss = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2, variant=l.ascl_variant,
+                             validate=False)
+            self._enqueue(kb)
+            return loss, {}
+        q = self.project(torch.cat([view_a, view_b]))                     # (C, 2B, D)
+        k = self._keys(torch.cat([view_a, view_b]))
+        qa, qb, ka, kb = q[:, :B], q[:, B:], k[:, :B], k[:, B:]
+        if self.amcl:
+            loss = self.criterion(qa, qb, queue, keys=(ka, kb), extra_negatives=self._mix(q, queue))
+            stats = self._stats(self.criterion)
+        else:
+            mix = self._mix(q, queue)
+            ea, eb = (None, None) if mix is None else (mix[:, :B], mix[:, B:])
+            t = self.temperature
+            loss = 0.5 * (info_nce_queue(qa, kb, queue, t, extra_negatives=ea, validate=False)
+                          + info_nce_queue(qb, ka, queue, t, extra_negatives=eb, validate=False))
+            stats = {}
+        self._enqueue(k)
+        return loss, stats
