@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -28,10 +29,14 @@ def checkpoint_name(epoch: int, step: int) -> str:
 
 
 def save_checkpoint(folder: str | os.PathLike, state: dict) -> Path:
-    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt via a temporary file + rename."""
+    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt via a temporary file + rename.
+
+    torch.save writes through our own file object: given a path, its C++ writer reports a full disk as
+    'enforce fail at inline_container.cc'; through a Python file the OSError stays in the chain, and
+    atomic_path turns it into one line (UserError) naming the checkpoint and the cause."""
     path = Path(folder) / checkpoint_name(int(state["epoch"]), int(state["step"]))
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
     return path
 
 
@@ -65,7 +70,11 @@ def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
     return [p for _, _, p in sorted(found, reverse=True)]
 
 
-def find_latest(folder: str | os.PathLike, map_location="cpu", *, warn=print) -> tuple[Path, dict] | None:
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def find_latest(folder: str | os.PathLike, map_location="cpu", *, warn=_warn) -> tuple[Path, dict] | None:
     """(path, state) of the newest checkpoint that loads, skipping (and reporting) corrupt ones; None if none."""
     for path in list_checkpoints(folder):
         try:
@@ -81,3 +90,33 @@ def config_mismatch(saved: dict, current: dict, keys=MODEL_KEYS) -> str | None:
         if key in saved and key in current and saved[key] != current[key]:
             return f"{key}: checkpoint {saved[key]!r}, config {current[key]!r}"
     return None
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
+    """Load a checkpoint's model weights into `model` (strict); one UserError line when they do not fit."""
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise UserError(f"checkpoint {path} does not fit the model its settings describe ({first}): it was written "
+                        f"by another version or for other model settings; pick the matching checkpoint or settings")
+
+
+def restore_model(checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu", state: dict | None = None):
+    """(model, cfg, state): the SSL model a checkpoint's stored config describes, with its weights, in eval mode.
+
+    The one place that rebuilds a model from a checkpoint (eval, plots, profile, export call it; the trainer's
+    resume loads into the model it built with `load_weights`). `state` skips reading the file again."""
+    from ffcv_amcl.config import from_flat
+    from ffcv_amcl.model.ssl import build_model
+
+    state = state if state is not None else load_checkpoint(checkpoint)
+    try:
+        cfg = from_flat(dict(state["config"]))
+        model = build_model(cfg, global_batch=cfg.training.batch_size * int(state.get("world_size", 1)),
+                            device=device)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"checkpoint {checkpoint} stores settings this version cannot rebuild ({exc}): use the "
+                        f"version of ffcv-amcl that wrote it")
+    load_weights(model, state, checkpoint)
+    return model.eval(), cfg, state

@@ -24,10 +24,11 @@ from fastargs import Config, Param, Section
 from fastargs.dict_utils import expand_keys, fix_dict
 from fastargs.validation import Checker
 
-from ffcv_amcl.errors import UserError, check
+from ffcv_amcl.errors import ArgumentParser, UserError, check
 
-METHODS = ("simclr", "moco", "simsiam", "barlow_twins", "byol")
-ARCHS = ("resnet18", "resnet50")
+from ffcv_amcl.losses.amcl import FORM_TAU_MIN, FORMS
+from ffcv_amcl.model.backbone import ARCHS
+from ffcv_amcl.model.methods import METHODS
 
 
 class Choice(Checker):
@@ -70,6 +71,11 @@ class Number(Checker):
     def check(self, value):
         if isinstance(value, bool):
             raise ValueError(value)
+        if self.cast is int and isinstance(value, str):  # the command line: read '1.5' as YAML would, then refuse
+            try:
+                value = int(value)
+            except ValueError:
+                value = float(value)
         if self.cast is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         value = self.cast(float(value)) if self.cast is int else self.cast(value)
@@ -160,7 +166,9 @@ SPEC = {
         epochs=_i(100, 1, desc="epochs"),
         batch_size=_i(512, 1, desc="images per step per process (GPU)"),
         lr=_f(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
-        resume=_s("auto", "auto = newest valid checkpoint in logging.folder, none, or a .pt path"),
+        resume=_s("auto", "auto = newest valid checkpoint in logging.folder, none (start over), or a .pt path"),
+        overwrite=_b(0, "with resume=none: 1 = delete the checkpoints, metrics and config of an earlier run in "
+                        "logging.folder first (otherwise such a folder is refused)"),
         seed=_i(0, 0, desc="seed of weights, augmentations and sample order"),
         optimizer=_c("sgd", "sgd", "lars", desc="sgd (momentum) or lars for large batches"),
         momentum=_f(0.9, 0, 1, desc="SGD/LARS momentum"),
@@ -176,15 +184,19 @@ SPEC = {
         max_steps=_i(0, 0, desc="stop after this many steps in total (0 = no limit; smoke tests)"),
         device=_c("auto", "auto", "cpu", "cuda", desc="auto = cuda when available"),
         deterministic=_b(0, "1 = deterministic CUDA kernels (CPU runs are deterministic anyway)"),
+        compile=_b(0, "1 = torch.compile the backbone+heads (and the loss where it helps); off by default on the CPU"),
         log_every=_i(20, 1, desc="steps between progress-bar updates and non-finite checks"),
     )),
     "loss": ("Loss", dict(
         temperature=_f(0.0, 0, desc="fixed temperature of the classic losses (0 = 0.5 SimCLR, 0.1 MoCo)"),
         beta=_f(-1.0, desc="AMCL regulariser weight (-1 = 1e-4, Barlow Twins 1e-6)"),
         topk=_i(100, 1, desc="AMCL: hardest negatives kept per anchor"),
-        tau_min=_f(1e-5, 0, desc="AMCL lowest temperature"),
+        tau_min=_f(-1.0, desc="AMCL lowest temperature (-1 = the form's default: 1e-5 ref, 0.02 hetero and post)"),
         tau_max=_f(2.0, 0, desc="AMCL highest temperature"),
         tau_hidden=_i(128, 1, desc="AMCL temperature-network hidden size"),
+        amcl_form=_c("hetero", *FORMS, desc="AMCL loss form: ref (the reference code's, unbounded), hetero "
+                                          "(bounded, phi learns from the positives' Gaussian NLL), post (posterior)"),
+        nll_dim=_f(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
         queue_size=_i(4096, 1, desc="MoCo negatives per head"),
         momentum=_f(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine to 1)"),
         barlow_lambda=_f(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
@@ -208,6 +220,9 @@ SPEC = {
         knn_t=_f(0.1, 0, desc="kNN vote temperature"),
         batch_size=_i(512, 1, desc="batch size for feature extraction"),
         image_size=_i(0, 0, desc="evaluation image side (0 = data.image_size)"),
+        online_linear=_b(1, "1 = online linear probe: a linear classifier trained on detached features of the "
+                            "training views, its validation top-1 logged each epoch (needs data.val_dataset)"),
+        online_lr=_f(0.1, 0, desc="online linear probe peak lr (SGD, cosine)"),
         linear_epochs=_i(100, 1, desc="linear probe epochs"),
         linear_lr=_f(0.1, 0, desc="linear probe peak lr (SGD, cosine)"),
         linear_batch_size=_i(256, 1, desc="linear probe batch size"),
@@ -218,10 +233,6 @@ SPEC = {
     )),
 }
 
-# Method defaults that depend on another setting; applied by `resolve`.
-DEFAULT_TEMPERATURE = {"simclr": 0.5, "moco": 0.1}
-
-
 def declare(config: Config | None = None, sections: dict | None = None) -> Config:
     """Register SPEC (or `sections`) on a fresh fastargs Config (not the global one: tests parse often)."""
     config = config or Config()
@@ -229,11 +240,6 @@ def declare(config: Config | None = None, sections: dict | None = None) -> Confi
         Section(ns, desc, config_descriptor=config).params(
             **{name: Param(p.checker, p.desc, default=p.default, required=p.required) for name, p in params.items()})
     return config
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse would print usage and exit; we want one line.
-        raise UserError(f"{message} (see --help)")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -276,7 +282,7 @@ def parse_argv(argv: list[str] | None = None, *, sections: dict | None = None,
     argv = list(sys.argv[1:] if argv is None else argv)
     config = declare(sections=sections)
     known = {".".join(path) for path in config.entries}
-    parser = _Parser(prog=prog, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,
+    parser = ArgumentParser(prog=prog, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,
                      description=__doc__.split("\n\n")[0],
                      epilog="settings (--section.param=value or a YAML file):\n" + "\n".join(
                          f"  {'.'.join(path)}  [{p.default}]  {p.desc}" for path, p in config.entries.items()))
@@ -337,39 +343,28 @@ def to_flat(cfg: SimpleNamespace) -> dict:
 def from_flat(flat: dict) -> SimpleNamespace:
     """Inverse of to_flat; fills settings added since the checkpoint with today's defaults."""
     values = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
+    values["loss.amcl_form"] = "ref"      # what checkpoints written before the setting existed trained with
     values.update(flat)
     values["data.crop_scale"] = Pair().check(values["data.crop_scale"])
     return to_namespace(values)
 
 
 def resolve(cfg: SimpleNamespace) -> SimpleNamespace:
-    """Fill method-dependent defaults (temperature, beta, projection sizes) in place; returns cfg."""
-    m, method = cfg.model, cfg.model.method
-    if cfg.loss.temperature == 0:
-        cfg.loss.temperature = DEFAULT_TEMPERATURE.get(method, 0.5)
-    if cfg.loss.beta < 0:
-        cfg.loss.beta = 1e-6 if method == "barlow_twins" else 1e-4
-    feat = 2048 if m.arch == "resnet50" else 512
-    if m.proj_dim == 0:
-        m.proj_dim = {"simclr": 128, "moco": 128, "byol": 256}.get(method, 2048)
-    if m.proj_hidden == 0:
-        m.proj_hidden = {"byol": 4096 if m.arch == "resnet50" else 2 * feat}.get(
-            method, 2048 if method in ("simsiam", "barlow_twins") else feat)
-    if m.pred_hidden == 0:
-        m.pred_hidden = {"simsiam": m.proj_dim // 4, "byol": m.proj_hidden}.get(method, 512)
+    """Fill method-dependent defaults (temperature, beta, projection sizes) in place; returns cfg.
+    Each method class owns its values (ffcv_amcl/model/methods/)."""
+    METHODS[cfg.model.method].resolve(cfg)
+    if cfg.loss.tau_min < 0:
+        cfg.loss.tau_min = FORM_TAU_MIN[cfg.loss.amcl_form]
     return cfg
 
 
 def beton_samples(path: str, what: str) -> int:
-    """Number of images in a .beton, read from its header; UserError when absent or unreadable."""
+    """Number of images in a .beton after checking all of its tables (data.beton.validate_beton); UserError
+    when it is absent, foreign, truncated or damaged."""
+    from ffcv_amcl.data.beton import validate_beton
+
     check(bool(path), f"{what} is empty: pass --{what}=path/to/file.beton (write one with write_datasets.py)")
-    check(os.path.isfile(path), f"{what} {path} not found: write it with write_datasets.py or fix the path")
-    try:
-        from ffcv.reader import Reader
-        return int(Reader(path).num_samples)
-    except Exception as exc:  # ffcv raises assorted errors on foreign/truncated files
-        raise UserError(f"{what} {path} is not a readable .beton ({type(exc).__name__}): rewrite it with "
-                        f"write_datasets.py")
+    return validate_beton(path, what)
 
 
 def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = True) -> dict:
@@ -380,23 +375,12 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
           f"data.augs='{d.augs}': use letters from abcde (crop blur grey colour flip) or 'default'")
     check(set(d.augs_b) <= set("abcde") or d.augs_b == "default",
           f"data.augs_b='{d.augs_b}': use letters from abcde or '' for the same as data.augs")
-    check(l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min} must be below loss.tau_max={l.tau_max}")
-    mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
-    check(not (mochi or ascl) or m.method == "moco",
-          f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {m.method})")
-    check(not (mochi and ascl), "loss.mochi_n_hard and loss.ascl are separate methods: enable one of them")
-    check(not (ascl and m.amcl), "ASCL replaces InfoNCE's one-hot target and AMCL has no such target: "
-                                 "use --model.amcl=0 with --loss.ascl=1")
-    if mochi:
-        check(l.mochi_s1 >= 0 and l.mochi_s2 >= 0,
-              f"loss.mochi_s1={l.mochi_s1}, loss.mochi_s2={l.mochi_s2}: mix counts cannot be negative")
-        check(l.mochi_n_hard <= l.queue_size, f"loss.mochi_n_hard={l.mochi_n_hard} exceeds loss.queue_size="
-                                              f"{l.queue_size}: pick at most the queue length")
+    check(0 < l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min}, loss.tau_max={l.tau_max}: need 0 < tau_min < tau_max")
+    check(not (l.ascl and m.amcl and l.amcl_form == "ref"),
+          "ASCL's soft targets need a softmax over the candidates and AMCL's ref form has none: use "
+          "--loss.amcl_form=hetero with --loss.ascl=1, or --model.amcl=0")
+    METHODS[m.method].check_config(cfg, world_size)
     global_batch = t.batch_size * world_size
-    if m.method == "moco":
-        per_step = global_batch * (1 if ascl else 2)  # keys enqueued per step (both views unless ASCL)
-        check(l.queue_size >= per_step, f"loss.queue_size={l.queue_size} is smaller than the {per_step} keys "
-                                        f"enqueued per step: raise the queue or lower training.batch_size")
     if t.resume not in ("auto", "none"):
         check(os.path.isfile(t.resume), f"training.resume={t.resume} not found: give a checkpoint path, auto "
                                         f"or none")

@@ -120,6 +120,14 @@ def mean_across_ranks(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def sum_across_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Sum of a detached tensor over ranks (histograms); a copy, x is left as it is."""
+    x = x.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(x)
+    return x
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on any rank (a SIGTERM seen by one process stops all)."""
     if world_size() == 1:

@@ -17,11 +17,10 @@ import torch
 
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import MODEL_KEYS, load_checkpoint
-from ffcv_amcl.config import beton_samples, from_flat, parse_argv
-from ffcv_amcl.errors import UserError, check, cli
+from ffcv_amcl.checkpoint import MODEL_KEYS, load_checkpoint, restore_model
+from ffcv_amcl.config import beton_samples, parse_argv
+from ffcv_amcl.errors import UserError, check, check_output_file, cli
 from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
-from ffcv_amcl.model.ssl import build_model
 
 
 def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dict:
@@ -39,16 +38,8 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
     beton_samples(train_path, "data.train_dataset")
     beton_samples(val_path, "data.val_dataset")
 
-    cfg = from_flat(saved)
     info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
-    model = build_model(cfg, global_batch=cfg.training.batch_size * int(state.get("world_size", 1)),
-                        device=info.device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint {checkpoint} does not match the model its config describes "
-                        f"({str(exc).splitlines()[0][:120]}): it was written by another version or edited")
-    model.eval()
+    model, cfg, _ = restore_model(checkpoint, device=info.device, state=state)
 
     from ffcv_amcl.data.loader import make_eval_loader
     size = d["eval.image_size"] or cfg.data.image_size
@@ -86,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             print(__doc__)
             return 0
         raise UserError("--checkpoint is required: pass --checkpoint=path/to/ckpt_eXXXX_sXXXXXXXX.pt")
+    if known.output:  # before the evaluation, not after it
+        check_output_file(known.output, "--output")
     # data.train_dataset is required by the shared settings; the checkpoint's own paths are the fallback.
     state = load_checkpoint(known.checkpoint)
     result = evaluate(known.checkpoint, _with_fallback_paths(state, rest), state)

@@ -2,8 +2,9 @@
 
     python -m ffcv_amcl.plots --run RUN_FOLDER --out DIR [--batch-size 256] [--device auto] [--augs abcde]
 
-From `metrics.jsonl`: loss.png, lr.png, knn.png (when the kNN monitor ran) and tau_curves.png (AMCL's
-mean temperatures per head and epoch). From the newest checkpoint and the config stored in it, on one
+From `metrics.jsonl`: loss.png, lr.png, knn.png (when the kNN monitor ran), online_linear.png (the online
+linear probe's validation top-1), tau_curves.png (AMCL's mean temperatures per head and epoch) and
+tau_health.png (AMCL: median and 10th-90th percentile of the temperatures, and the share at a bound, per epoch). From the newest checkpoint and the config stored in it, on one
 batch of the validation set seen as two augmented views (the run's own augmentations):
 
   similarity_head{c}.png   cosine similarity of positive pairs (two views of one image) and negative pairs
@@ -17,9 +18,9 @@ renamed, so a failure leaves no half-written figure behind.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -29,11 +30,10 @@ import torch.nn.functional as F
 
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import config_mismatch, find_latest
-from ffcv_amcl.config import from_flat
-from ffcv_amcl.errors import UserError, check, cli
-from ffcv_amcl.losses.temperature import pair_tau
-from ffcv_amcl.model.ssl import build_model
+from ffcv_amcl.checkpoint import config_mismatch, find_latest, restore_model
+from ffcv_amcl.errors import ArgumentParser, UserError, check, cli, user_io
+from ffcv_amcl.model.methods.base import view_pair_masks
+from ffcv_amcl.run_folder import MetricsLog
 
 matplotlib.use("Agg")  # files only, no display
 POS, NEG = "#1f77b4", "#d62728"
@@ -42,56 +42,35 @@ POS, NEG = "#1f77b4", "#d62728"
 # ---------------------------------------------------------------------------------------------------- inputs
 
 def read_metrics(run: Path) -> list[dict]:
-    """The epoch records of metrics.jsonl; UserError when the folder or the log is missing or corrupt."""
+    """The epoch records of metrics.jsonl (a damaged line is skipped with a warning, as on resume); UserError
+    when the folder or the log is missing or holds no record."""
     check(run.is_dir(), f"run folder {run} not found: pass the logging.folder of a training run to --run")
     path = run / "metrics.jsonl"
     check(path.is_file(), f"run folder {run} has no metrics.jsonl: point --run at a folder written by "
                           f"ffcv-amcl-train (its logging.folder)")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise UserError(f"{path} line {n} is not JSON: the file is damaged; re-run training or delete the line")
-        check(isinstance(record, dict) and "epoch" in record,
-              f"{path} line {n} is not an epoch record: the file was not written by ffcv-amcl-train")
-        records.append(record)
-    check(bool(records), f"{path} is empty: train for at least one epoch first")
+    records = MetricsLog(run, enabled=True, tensorboard=False).read()
+    check(bool(records), f"{path} holds no epoch record: train for at least one epoch first")
     return records
 
 
 def load_run(run: Path, device: torch.device):
     """(model in eval mode with the newest checkpoint's weights, its config, the checkpoint path, state)."""
-    found = find_latest(run, warn=lambda msg: print(msg, flush=True))
+    found = find_latest(run, warn=lambda msg: print(msg, file=sys.stderr, flush=True))
     check(found is not None, f"run folder {run} holds no loadable checkpoint (ckpt_e*_s*.pt): train until one "
                              f"is saved (training.checkpoint_every, or the end of the run)")
     path, state = found
-    saved = dict(state["config"])
     cfg_json = run / "config.json"
     if cfg_json.is_file():
         try:
             folder_cfg = json.loads(cfg_json.read_text())
         except ValueError:
             raise UserError(f"{cfg_json} is not JSON: the file is damaged; restore it or delete it")
-        diff = config_mismatch(saved, folder_cfg)
+        diff = config_mismatch(dict(state["config"]), folder_cfg)
         if diff:
             raise UserError(f"checkpoint {path} does not match {cfg_json} ({diff}): the folder mixes two runs; "
                             f"move the checkpoint to its own run folder")
-    try:
-        cfg = from_flat(saved)
-        model = build_model(cfg, global_batch=cfg.training.batch_size * int(state.get("world_size", 1)),
-                            device=device)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"checkpoint {path} stores a config this version cannot rebuild ({exc}): plot it with "
-                        f"the version that wrote it")
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise UserError(f"checkpoint {path} does not match the model its config describes "
-                        f"({str(exc).splitlines()[0][:120]}): it was edited or written by another version")
-    return model.eval(), cfg, path, state
+    model, cfg, state = restore_model(path, device=device, state=state)
+    return model, cfg, path, state
 
 
 def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_workers: int, seed: int,
@@ -115,59 +94,24 @@ def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_
 
 # ------------------------------------------------------------------------------------------------- pair sets
 
-def pair_masks(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Over the 2n x 2n pairs of [views a; views b]: positives (i, i+n) and negatives (different images),
-    each unordered pair once."""
-    idx = torch.arange(2 * n, device=device)
-    upper = idx[:, None] < idx[None, :]
-    same_image = (idx[:, None] % n) == (idx[None, :] % n)
-    return upper & same_image, upper & ~same_image
-
-
 @torch.no_grad()
 def head_pairs(model, view_a, view_b) -> dict:
-    """Per head: cosine similarities of positive and negative pairs, and (AMCL) their temperatures."""
+    """Per head: cosine similarities of positive and negative pairs of views, and (AMCL) the temperatures the
+    loss gives the pairs it compares (the model's `temperature_pairs`: the loss's own formula)."""
     n = view_a.shape[0]
-    x = torch.cat([view_a, view_b])
-    z = model.projector(model.backbone(x)).float()                  # (C, 2n, D)
-    zn = F.normalize(z, dim=-1)
-    pos, neg = pair_masks(n, x.device)
+    zn = F.normalize(model.project(torch.cat([view_a, view_b])).float(), dim=-1)     # (C, 2n, D)
+    pos, neg = view_pair_masks(n, zn.device)
     sim = torch.einsum("cid,cjd->cij", zn, zn)
     out = {"sim_pos": [s[pos].cpu().numpy() for s in sim], "sim_neg": [s[neg].cpu().numpy() for s in sim],
            "tau_pos": None, "tau_neg": None, "tau_kind": None}
-    crit = getattr(model, "criterion", None)
-    if crit is None:
+    pairs = model.temperature_pairs(view_a, view_b)
+    if pairs is None:
+        if getattr(model, "amcl", False):
+            print("plots: temperature histograms skipped: this model's temperature network takes batches of "
+                  "exactly its training batch size", file=sys.stderr, flush=True)
         return out
-    lo, hi = crit.tau_min, crit.tau_max
-    if hasattr(crit, "phi_b"):                                      # Barlow Twins: channel-vector pairs
-        if n != crit.batch_size:
-            print(f"plots: temperature histograms skipped: Barlow Twins-AMCL's temperature network takes batches "
-                  f"of exactly {crit.batch_size} and the validation batch has {n} images", flush=True)
-            return out
-        za, zb = z[:, :n], z[:, n:]
-        logit = torch.einsum("clb,cmb->clm", crit.phi_b(za.transpose(1, 2)), crit.phi_b(zb.transpose(1, 2)))
-        tau = pair_tau(logit, lo, hi)
-        eye = torch.eye(tau.shape[-1], dtype=torch.bool, device=tau.device)
-        out.update(tau_pos=[t[eye].cpu().numpy() for t in tau], tau_neg=[t[~eye].cpu().numpy() for t in tau],
-                   tau_kind="channels")
-        return out
-    if hasattr(model, "predictor"):                                 # SimSiam / BYOL: tau(p, partner z)
-        p = F.normalize(model.predictor(z).float(), dim=-1)
-        if hasattr(model, "target_projector"):
-            partner = model.target_projector(model.target_backbone(x)).float()
-        else:
-            partner = z
-        partner = F.normalize(partner.roll(n, 1), dim=-1)           # p of view a pairs with z of view b
-        a = torch.einsum("cid,cjd->cij", crit.phi(p), crit.phi(partner))
-        tau = pair_tau(a, lo, hi)
-        diag = torch.eye(2 * n, dtype=torch.bool, device=x.device)
-        out.update(tau_pos=[t[diag].cpu().numpy() for t in tau], tau_neg=[t[~diag].cpu().numpy() for t in tau],
-                   tau_kind="predictor")
-        return out
-    ph = crit.phi(zn)                                               # SimCLR / MoCo: phi once per view
-    tau = pair_tau(torch.einsum("cid,cjd->cij", ph, ph), lo, hi)
-    out.update(tau_pos=[t[pos].cpu().numpy() for t in tau], tau_neg=[t[neg].cpu().numpy() for t in tau],
-               tau_kind="views")
+    out.update(tau_pos=[t[pairs.pos].cpu().numpy() for t in pairs.tau],
+               tau_neg=[t[pairs.neg].cpu().numpy() for t in pairs.tau], tau_kind=pairs.kind)
     return out
 
 
@@ -235,6 +179,35 @@ def tau_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
     return _save(fig, out)
 
 
+def tau_health_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
+    """Per epoch and head: median and 10th-90th percentile band of tau+ and of the selected negatives' tau
+    (left), and the shares within 1% of a bound (right): is the temperature adapting or stuck at a bound?"""
+    heads = sorted({int(k.rsplit("head", 1)[1]) for r in records for k in r if k.startswith("tau_pos_p50_head")})
+    if not heads:
+        return None
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for c in heads:
+        for kind, style in (("pos", "-"), ("neg", "--")):
+            rows = [r for r in records if isinstance(r.get(f"tau_{kind}_p50_head{c}"), (int, float))]
+            if not rows:
+                continue
+            ep = [r["epoch"] for r in rows]
+            label = f"head {c}, {'positive' if kind == 'pos' else 'negative'} pairs"
+            left.plot(ep, [r[f"tau_{kind}_p50_head{c}"] for r in rows], style, color=f"C{c}", label=label)
+            left.fill_between(ep, [r[f"tau_{kind}_p10_head{c}"] or np.nan for r in rows],
+                              [r[f"tau_{kind}_p90_head{c}"] or np.nan for r in rows], color=f"C{c}", alpha=0.15)
+            right.plot(ep, [100 * (r[f"tau_{kind}_at_min_head{c}"] + r[f"tau_{kind}_at_max_head{c}"])
+                            for r in rows], style, color=f"C{c}", marker="o" if len(ep) < 30 else None, label=label)
+    left.set_yscale("log")
+    left.set(title=f"{run_name}: temperatures (median, 10th-90th percentile)", xlabel="epoch", ylabel="τ")
+    right.set(title="share within 1% of tau_min or tau_max", xlabel="epoch", ylabel="% of pairs", ylim=(-2, 102))
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
 def histogram(pos: np.ndarray, neg: np.ndarray, bins: np.ndarray, out: Path, *, title: str, xlabel: str,
               pos_label: str, neg_label: str, logx: bool = False) -> Path:
     fig, ax = _figure(title, xlabel, "density")
@@ -266,6 +239,53 @@ def tau_bins(a: np.ndarray, b: np.ndarray, count: int) -> tuple[np.ndarray, bool
 
 # ------------------------------------------------------------------------------------------------------ main
 
+def curve_figures(records: list[dict], out_dir: Path, name: str, cfg) -> list[Path]:
+    """The per-epoch curves of metrics.jsonl (those it has records for)."""
+    written = [p for p in (
+        curve(records, "loss", "epoch", out_dir / "loss.png", title=f"{name}: training loss",
+              ylabel="mean loss over the epoch", label="training loss"),
+        curve(records, "lr", "step", out_dir / "lr.png", title=f"{name}: learning rate",
+              ylabel="learning rate (end of epoch)", label="learning rate"),
+        curve(records, "knn_top1", "epoch", out_dir / "knn.png", title=f"{name}: kNN monitor",
+              ylabel="kNN top-1 accuracy (%)", label=f"kNN top-1 (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})"),
+        tau_curves(records, out_dir / "tau_curves.png", name),
+        tau_health_curves(records, out_dir / "tau_health.png", name),
+        curve(records, "online_linear_top1", "epoch", out_dir / "online_linear.png", title=f"{name}: online probe",
+              ylabel="online linear top-1 (%)", label="online linear probe, validation top-1"),
+    ) if p is not None]
+    if not any(p.name == "knn.png" for p in written):
+        print("plots: no kNN records in metrics.jsonl (eval.knn_every=0 or no val set): knn.png not written",
+              flush=True)
+    return written
+
+
+def pair_figures(pairs: dict, out_dir: Path, name: str, *, images: int, epoch: int, augs: str, bins: int) -> list[Path]:
+    """Per head: the similarity histogram of positive vs negative pairs and (AMCL) their temperatures."""
+    written = []
+    for c, (sp, sn) in enumerate(zip(pairs["sim_pos"], pairs["sim_neg"])):
+        sb = sim_bins(sp, sn, bins)
+        written.append(histogram(
+            sp, sn, sb, out_dir / f"similarity_head{c}.png",
+            title=f"{name}, head {c}: pair similarity (dashed: medians)\n"
+                  f"{images} validation images, augs '{augs}', epoch {epoch}; overlap {overlap(sp, sn, sb):.2f}",
+            xlabel="cosine similarity of the two projections", pos_label="positive pairs (two views of one image)",
+            neg_label="negative pairs (different images)"))
+    if pairs["tau_pos"] is None:
+        return written
+    labels = {"views": ("positive pairs", "negative pairs"),
+              "predictor": ("positive pairs (p, partner z)", "other pairs (not in the loss)"),
+              "channels": ("same-channel pairs (diagonal)", "cross-channel pairs (off-diagonal)")}[pairs["tau_kind"]]
+    for c, (tp, tn) in enumerate(zip(pairs["tau_pos"], pairs["tau_neg"])):
+        tb, logx = tau_bins(tp, tn, bins)
+        written.append(histogram(
+            tp, tn, tb, out_dir / f"temperature_head{c}.png",
+            title=f"{name}, head {c}: learned temperatures (dashed: medians)\n"
+                  f"median τ+ {np.median(tp):.3g}, median τ- {np.median(tn):.3g} (epoch {epoch})",
+            xlabel="temperature τ" + (" (log scale)" if logx else ""), pos_label=labels[0],
+            neg_label=labels[1], logx=logx))
+    return written
+
+
 def make_plots(run: str, out: str, *, batch_size: int = 256, device: str = "auto", val_dataset: str = "",
                bins: int = 60, num_workers: int = -1, seed: int = 0, augs: str = "") -> list[Path]:
     """Write every figure for the run folder `run` into `out`; returns the written paths."""
@@ -282,67 +302,24 @@ def make_plots(run: str, out: str, *, batch_size: int = 256, device: str = "auto
         print(f"plots: the run has no data.val_dataset; using {val} (or pass --val-dataset)", flush=True)
     check(Path(val).is_file(), f"validation dataset {val} (from the checkpoint's config) not found: pass "
                                f"--val-dataset=path/to/val.beton")
-    n = batch_size
-    crit = getattr(model, "criterion", None)
-    if crit is not None and hasattr(crit, "phi_b"):
-        n = crit.batch_size                                 # Barlow Twins-AMCL: phi_b needs this exact batch
+    n = getattr(model.criterion, "batch_size", batch_size)  # Barlow Twins-AMCL: phi_b needs this exact batch
     view_a, view_b = validation_views(cfg, val, n, dev, num_workers if num_workers > 0 else cfg.data.num_workers,
                                       seed, augs)
-    augs = augs or cfg.data.augs
     pairs = head_pairs(model, view_a, view_b)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with user_io(out_dir, "creating"):
+        out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{cfg.model.method}{'-AMCL' if cfg.model.amcl else ''} ({run_dir.name})"
-    written = [p for p in (
-        curve(records, "loss", "epoch", out_dir / "loss.png", title=f"{name}: training loss",
-              ylabel="mean loss over the epoch", label="training loss"),
-        curve(records, "lr", "step", out_dir / "lr.png", title=f"{name}: learning rate",
-              ylabel="learning rate (end of epoch)", label="learning rate"),
-        curve(records, "knn_top1", "epoch", out_dir / "knn.png", title=f"{name}: kNN monitor",
-              ylabel="kNN top-1 accuracy (%)", label=f"kNN top-1 (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})"),
-        tau_curves(records, out_dir / "tau_curves.png", name),
-    ) if p is not None]
-    if not any(p.name == "knn.png" for p in written):
-        print("plots: no kNN records in metrics.jsonl (eval.knn_every=0 or no val set): knn.png not written",
-              flush=True)
-
-    images, epoch = view_a.shape[0], int(state["epoch"])
-    for c, (sp, sn) in enumerate(zip(pairs["sim_pos"], pairs["sim_neg"])):
-        sb = sim_bins(sp, sn, bins)
-        ov = overlap(sp, sn, sb)
-        written.append(histogram(
-            sp, sn, sb, out_dir / f"similarity_head{c}.png",
-            title=f"{name}, head {c}: pair similarity (dashed: medians)\n"
-                  f"{images} validation images, augs '{augs}', epoch {epoch}; overlap {ov:.2f}",
-            xlabel="cosine similarity of the two projections", pos_label="positive pairs (two views of one image)",
-            neg_label="negative pairs (different images)"))
-    if pairs["tau_pos"] is not None:
-        kind = pairs["tau_kind"]
-        labels = {"views": ("positive pairs", "negative pairs"),
-                  "predictor": ("positive pairs (p, partner z)", "other pairs (not in the loss)"),
-                  "channels": ("same-channel pairs (diagonal)", "cross-channel pairs (off-diagonal)")}[kind]
-        for c, (tp, tn) in enumerate(zip(pairs["tau_pos"], pairs["tau_neg"])):
-            tb, logx = tau_bins(tp, tn, bins)
-            written.append(histogram(
-                tp, tn, tb, out_dir / f"temperature_head{c}.png",
-                title=f"{name}, head {c}: learned temperatures (dashed: medians)\n"
-                      f"median τ+ {np.median(tp):.3g}, median τ- {np.median(tn):.3g} (epoch {epoch})",
-                xlabel="temperature τ" + (" (log scale)" if logx else ""), pos_label=labels[0],
-                neg_label=labels[1], logx=logx))
+    written = curve_figures(records, out_dir, name, cfg) + pair_figures(
+        pairs, out_dir, name, images=view_a.shape[0], epoch=int(state["epoch"]), augs=augs or cfg.data.augs, bins=bins)
     print(f"plots: {len(written)} figures from {ckpt.name} in {out_dir}", flush=True)
     for p in written:
         print(f"  {p}", flush=True)
     return written
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage dump
-        raise UserError(f"{message} (see --help)")
-
-
 @cli
 def main(argv: list[str] | None = None) -> int:
-    ap = _Parser(prog="ffcv-amcl-plots", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="ffcv-amcl-plots", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="run folder (the training run's logging.folder)")
     ap.add_argument("--out", required=True, help="folder for the PNGs (created)")
     ap.add_argument("--batch-size", type=int, default=256, help="validation images for the histograms")

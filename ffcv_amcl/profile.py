@@ -19,8 +19,6 @@ before the model and loss stages, so on a CPU they do not share cores with it.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 import time
@@ -34,9 +32,10 @@ from torch import nn
 from ffcv_amcl import distributed as dist
 from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import config_mismatch, load_checkpoint
+from ffcv_amcl.checkpoint import config_mismatch, load_checkpoint, load_weights
 from ffcv_amcl.config import SPEC, Number, Text, parse_argv, resolve, to_flat, to_namespace, validate
-from ffcv_amcl.errors import UserError, check, cli
+from ffcv_amcl.errors import UserError, check_output_file, cli
+from ffcv_amcl.model.compiled import compile_model
 from ffcv_amcl.model.ssl import build_model
 from ffcv_amcl.optim import WarmupCosine
 from ffcv_amcl.train import make_loaders, make_optimizer_for, precision_setup, train_step
@@ -108,6 +107,8 @@ def make_trainee(cfg, device: torch.device, total_steps: int = 1000) -> Trainee:
     t = cfg.training
     torch.manual_seed(t.seed)
     model = build_model(cfg, image_size=cfg.data.image_size, global_batch=t.batch_size, device=device)
+    if t.compile:                                  # as the trainer does: the profile times the run's own step
+        compile_model(model)
     optimizer = make_optimizer_for(cfg, model)
     autocast_dtype, scaler = precision_setup(cfg, device)
     schedule = WarmupCosine(t.lr, total_steps, 0, t.final_lr)
@@ -162,22 +163,10 @@ def time_model(trainee: Trainee, batch, warmup: int, steps: int, device: torch.d
     return steps * batch[0].shape[0] / clock.stop()
 
 
-@contextlib.contextmanager
 def projections_only(model: nn.Module, bank: torch.Tensor):
-    """Route the model's own forward from synthetic projections `bank` (C, 2B, D) straight into its loss:
-    every encoder call returns the first rows of the bank, and a predictor (SimSiam, BYOL) passes through."""
-    if not hasattr(model, "_encode"):
-        raise UserError(f"{type(model).__name__} has no _encode hook: the loss stage cannot isolate its loss")
-    predictor = getattr(model, "predictor", None)
-    model._encode = lambda x, backbone, projector: bank[:, : x.shape[0]]
-    if predictor is not None:
-        model.predictor = nn.Identity()
-    try:
-        yield
-    finally:
-        del model._encode
-        if predictor is not None:
-            model.predictor = predictor
+    """The model's own forward fed from synthetic projections `bank` (C, 2B, D): every encoder returns the first
+    rows of the bank and a predictor (SimSiam, BYOL) passes through (SSLModel.fixed_projections)."""
+    return model.fixed_projections(bank)
 
 
 def time_loss(trainee: Trainee, cfg, batch_size: int, warmup: int, steps: int, device: torch.device, *,
@@ -242,12 +231,45 @@ def read_checkpoint(cfg) -> dict | None:
     return state
 
 
-def load_weights(model: nn.Module, state: dict, path: str) -> None:
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise UserError(f"checkpoint {path} does not fit the model this config describes "
-                        f"({str(exc).splitlines()[0][:120]}): profile it with the config it was trained with")
+def measure(cfg, trainee: Trainee, train_loader, device: torch.device, log) -> dict:
+    """The four stages, one after another, each after its own warm-up."""
+    p, B = cfg.profile, cfg.training.batch_size
+    log("profile: loader ...")
+    batches = cycle(train_loader)
+    loader_rate = time_loader(batches, p.warmup, p.steps, B, device)
+    batches.close()                                # stop the loader's threads before timing the model
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    log("profile: model ...")
+    model_rate = time_model(trainee, synthetic_views(B, cfg.data.image_size, device, cfg.training.seed), p.warmup,
+                            p.steps, device)
+    log("profile: loss ...")
+    loss_ms = time_loss(trainee, cfg, B, p.warmup, p.steps, device)
+    log("profile: full step ...")
+    batches = cycle(train_loader)
+    step_rate, wait_share = time_step(trainee, batches, p.warmup, p.steps, B, device)
+    batches.close()
+    return {"loader_pairs_per_s": loader_rate, "model_pairs_per_s": model_rate, "loss_ms": loss_ms,
+            "step_pairs_per_s": step_rate, "bottleneck": "loader" if loader_rate < model_rate else "model",
+            "data_wait_share": wait_share}
+
+
+def describe(cfg, trainee: Trainee, train_loader, device: torch.device, facts: dict, state) -> dict:
+    """What was measured, where: the settings and the machine beside the figures."""
+    out = {"device": str(device), "machine": machine.describe(str(device)), "threads": torch.get_num_threads(),
+           "loader_threads": train_loader._loader.num_workers if hasattr(train_loader, "_loader") else None,
+           "batch_size": cfg.training.batch_size, "precision": precision_name(trainee.autocast_dtype),
+           "image_size": cfg.data.image_size, "method": cfg.model.method, "amcl": bool(cfg.model.amcl),
+           "heads": cfg.model.heads, "arch": cfg.model.arch, "augs": cfg.data.augs,
+           "compiled": bool(cfg.training.compile), "steps": cfg.profile.steps, "warmup": cfg.profile.warmup,
+           "train_samples": facts.get("train_samples"),
+           "checkpoint": cfg.training.resume if state is not None else None}
+    if device.type == "cuda":
+        out["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+        out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
 
 
 def profile(argv: list[str] | None = None) -> dict:
@@ -256,81 +278,30 @@ def profile(argv: list[str] | None = None) -> dict:
     p, t = cfg.profile, cfg.training
     state = read_checkpoint(cfg)
     if p.json:
-        check(Path(p.json).parent.is_dir(),
-              f"cannot write {p.json}: directory {Path(p.json).parent} does not exist (create it first)")
+        check_output_file(p.json, "--profile.json")
     device = dist.pick_device(t.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
-    info = dist.DistInfo(device=device)
-    quiet = copy.deepcopy(cfg)
-    quiet.eval.knn_every = 0                       # the kNN loaders are not part of a step
-    B = t.batch_size
     log = lambda msg: print(msg, flush=True)       # noqa: E731
-
     log(f"profile: {cfg.model.method}{'-amcl' if cfg.model.amcl else ''}, {cfg.model.arch}, C={cfg.model.heads}, "
-        f"batch {B}, {cfg.data.image_size} px, {p.warmup} warm-up + {p.steps} measured steps per stage on {device}")
-    train_loader = make_loaders(quiet, info)[0]
+        f"batch {t.batch_size}, {cfg.data.image_size} px, {p.warmup} warm-up + {p.steps} measured steps per stage "
+        f"on {device}")
+    train_loader = make_loaders(cfg, dist.DistInfo(device=device), with_eval=False)[0]
     trainee = make_trainee(cfg, device, total_steps=4 * (p.warmup + p.steps))
     if state is not None:
         load_weights(trainee.model, state, t.resume)
-
-    log("profile: loader ...")
-    batches = cycle(train_loader)
-    loader_rate = time_loader(batches, p.warmup, p.steps, B, device)
-    batches.close()                                # stop the loader's threads before timing the model
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    log("profile: model ...")
-    model_rate = time_model(trainee, synthetic_views(B, cfg.data.image_size, device, t.seed), p.warmup, p.steps,
-                            device)
-    log("profile: loss ...")
-    loss_ms = time_loss(trainee, cfg, B, p.warmup, p.steps, device)
-    log("profile: full step ...")
-    batches = cycle(train_loader)
-    step_rate, wait_share = time_step(trainee, batches, p.warmup, p.steps, B, device)
-    batches.close()
-
-    result = {
-        "loader_pairs_per_s": loader_rate,
-        "model_pairs_per_s": model_rate,
-        "loss_ms": loss_ms,
-        "step_pairs_per_s": step_rate,
-        "bottleneck": "loader" if loader_rate < model_rate else "model",
-        "data_wait_share": wait_share,
-        "device": str(device),
-        "machine": machine.describe(str(device)),
-        "threads": torch.get_num_threads(),
-        "loader_threads": train_loader._loader.num_workers if hasattr(train_loader, "_loader") else None,
-        "batch_size": B,
-        "precision": precision_name(trainee.autocast_dtype),
-        "image_size": cfg.data.image_size,
-        "method": cfg.model.method,
-        "amcl": bool(cfg.model.amcl),
-        "heads": cfg.model.heads,
-        "arch": cfg.model.arch,
-        "augs": cfg.data.augs,
-        "steps": p.steps,
-        "warmup": p.warmup,
-        "train_samples": facts.get("train_samples"),
-        "checkpoint": t.resume if state is not None else None,
-    }
-    if device.type == "cuda":
-        result["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        import resource
-        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {**measure(cfg, trainee, train_loader, device, log),
+              **describe(cfg, trainee, train_loader, device, facts, state)}
     for key in KEYS[:4]:
         if not (math.isfinite(result[key]) and result[key] > 0):
             raise UserError(f"profile measured {key}={result[key]}: the stage did no work; raise "
                             f"--profile.steps")
     log(table(result))
     if p.json:
-        out = Path(p.json)
-        with atomic_path(out) as tmp:
+        with atomic_path(Path(p.json)) as tmp:
             tmp.write_text(json.dumps(result, indent=2) + "\n")
-        log(f"profile: wrote {out}")
+        log(f"profile: wrote {p.json}")
     return result
 
 

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.checkpoint import load_checkpoint
 from ffcv_amcl.train import run
-from train_helpers import digits_betons, tiny_args
+from tests.train_helpers import digits_betons, tiny_args
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train_helpers import REPO, digits_betons
+from tests.train_helpers import REPO, digits_betons
 
 PNG = b"\x89PNG\r\n\x1a\n"
 HEADS = 2
@@ -46,7 +46,7 @@ def plotted(trained, tmp_path_factory):
 def test_every_figure_is_a_non_empty_png(plotted):
     out, written = plotted
     names = {p.name for p in written}
-    expected = {"loss.png", "lr.png", "knn.png", "tau_curves.png",
+    expected = {"loss.png", "lr.png", "knn.png", "tau_curves.png", "tau_health.png", "online_linear.png",
                 *(f"similarity_head{c}.png" for c in range(HEADS)), *(f"temperature_head{c}.png" for c in range(HEADS))}
     assert names == expected
     assert {p.name for p in out.iterdir()} == expected            # nothing else (no temporary files) left

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_helpers import REPO, digits_betons
+from tests.train_helpers import REPO, digits_betons
 
 QUICKSTART = REPO / "rn_configs" / "digits_quickstart.yaml"
 NUMBERS = ("loader_pairs_per_s", "model_pairs_per_s", "loss_ms", "step_pairs_per_s", "data_wait_share")

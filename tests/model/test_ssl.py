@@ -100,3 +100,18 @@ def test_fp64_reference_models():
     model = build_model(cfg("--training.precision=fp64"))
     assert all(p.dtype == torch.float64 for p in model.parameters()) and model.input_dtype == torch.float64
     assert model.features(views()[0]).dtype == torch.float64
+
+
+def test_moco_composes_ascl_with_amcl():
+    """ASCL's soft targets over AMCL's candidates (hetero form): a finite loss, temperatures recorded, phi and the
+    query encoder get gradients, the key encoder none; the queue takes the keys of view b only."""
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=moco", "--model.amcl=1", "--model.heads=2", "--loss.ascl=1",
+                            "--loss.amcl_form=hetero", "--loss.ascl_variant=ahcl", "--loss.topk=8"))
+    loss, stats = model(*views())
+    loss.backward()
+    assert torch.isfinite(loss) and set(stats) == {"tau_pos", "tau_neg"}
+    assert all(p.grad is not None for p in model.criterion.phi.parameters())
+    assert any(p.grad is not None for p in model.backbone.parameters())
+    assert all(p.grad is None for p in model.key_backbone.parameters())
+    assert int(model.queue_ptr) == 8

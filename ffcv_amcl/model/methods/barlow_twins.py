@@ -16,6 +16,7 @@ class BarlowTwins(SSLModel):
     batch, so its size is fixed by the global batch."""
 
     method = "barlow_twins"
+    amcl_forms = ("ref", "hetero")
 
     @classmethod
     def defaults(cls, cfg) -> dict:

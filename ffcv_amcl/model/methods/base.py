@@ -22,6 +22,7 @@ from torch import nn
 
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses import AMCLContrastive
+from ffcv_amcl.losses.amcl import FORMS
 from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
 
 # Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
@@ -34,6 +35,7 @@ class SSLModel(nn.Module):
 
     method = "?"
     options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
+    amcl_forms: tuple[str, ...] = FORMS   # AMCL loss forms this method's AMCL loss has
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
@@ -75,6 +77,9 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
+        check(not cfg.model.amcl or l.amcl_form in cls.amcl_forms,
+              f"loss.amcl_form={l.amcl_form} needs negatives, which {cls.method} has none of: use one of "
+              f"{', '.join(cls.amcl_forms)}")
 
     # -- the public projection API ----------------------------------------------------------------------------
 

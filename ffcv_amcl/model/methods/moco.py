@@ -89,14 +89,18 @@ class MoCo(SSLModel):
     def forward(self, view_a, view_b):
         B = view_a.shape[0]
         queue = self.queue.clone()          # enqueued below; autograd needs the version it saw
-        if self.ascl:
+        if self.ascl:   # one direction: query from view a, key from (weakly augmented) view b
             q = self.project(view_a)
             kb = self._keys(view_b)
             l = self.lcfg
-            loss = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2, variant=l.ascl_variant,
-                             validate=False)
+            if self.amcl:
+                loss = self.criterion.forward_soft(q, kb, queue, K=l.ascl_k, t2=l.ascl_t2, variant=l.ascl_variant)
+                stats = self._stats(self.criterion)
+            else:
+                loss, stats = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2,
+                                        variant=l.ascl_variant, validate=False), {}
             self._enqueue(kb)
-            return loss, {}
+            return loss, stats
         q = self.project(torch.cat([view_a, view_b]))                     # (C, 2B, D)
         k = self._keys(torch.cat([view_a, view_b]))
         qa, qb, ka, kb = q[:, :B], q[:, B:], k[:, :B], k[:, B:]

@@ -15,6 +15,7 @@ class SimSiam(SSLModel):
     """BN projector F -> 2048 -> 2048 and a bottleneck predictor (2048 -> 512 -> 2048) per head."""
 
     method = "simsiam"
+    amcl_forms = ("ref", "hetero")
 
     @classmethod
     def defaults(cls, cfg) -> dict:

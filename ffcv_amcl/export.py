@@ -1,0 +1,123 @@
+"""Export a checkpoint's backbone as a plain torchvision ResNet state_dict, for use outside ffcv-amcl.
+
+    python -m ffcv_amcl.export --checkpoint runs/x/ckpt_e0100_s00009700.pt --out backbone.pt
+
+Training checkpoints mix `backbone.`-prefixed weights with heads, temperature nets, queues and optimizer
+state; other code wants only the ResNet. The output loads with `torch.load(..., weights_only=True)` into
+`torchvision.models.<arch>()` with `fc = nn.Identity()` (strict). The CIFAR stem (3x3 stride-1 conv1, no
+max-pool) has the same keys but another conv1 shape: the command prints the one line that builds the
+matching model. A JSON beside the output (backbone.json for backbone.pt) records what the weights are
+(arch, stem, method, AMCL, epoch, kNN and online-linear top-1 of that epoch) and the lines that load them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+from ffcv_amcl.atomic import atomic_path
+from ffcv_amcl.checkpoint import restore_model
+from ffcv_amcl.errors import ArgumentParser, UserError, check, cli
+from ffcv_amcl.model.backbone import resolve_stem
+
+METRIC_KEYS = ("knn_top1", "online_linear_top1")
+CIFAR_STEM = "m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = nn.Identity(); "
+
+
+def build_line(arch: str, stem: str) -> str:
+    """The one line that builds a torchvision model the exported state_dict fits (strict)."""
+    return f"m = torchvision.models.{arch}(); " + (CIFAR_STEM if stem == "cifar" else "") + "m.fc = nn.Identity()"
+
+
+def load_lines(arch: str, stem: str, path: str) -> list[str]:
+    """Runnable Python that loads the export into a fresh torchvision model `m`."""
+    return ["import torch, torchvision", "from torch import nn", build_line(arch, stem),
+            f"m.load_state_dict(torch.load({path!r}, weights_only=True)); m.eval()"]
+
+
+def torchvision_differences(arch: str, weights: dict, stem: str) -> list[str]:
+    """How the export departs from torchvision's stock `arch` (fc = Identity): shapes, then modules.
+
+    Keys must match exactly (else the export would not load strictly whatever the user builds), so a
+    missing or extra key is a bug here, not a user error."""
+    stock = getattr(models, arch)(weights=None)
+    stock.fc = nn.Identity()
+    ref = stock.state_dict()
+    if set(ref) != set(weights):
+        raise RuntimeError(f"export keys differ from torchvision {arch}: {sorted(set(ref) ^ set(weights))[:4]}")
+    diffs = [f"{k}: {tuple(v.shape)} here, {tuple(ref[k].shape)} in torchvision"
+             for k, v in weights.items() if v.shape != ref[k].shape]
+    if stem == "cifar":
+        diffs.append("maxpool: nn.Identity() here, MaxPool2d(3, 2, 1) in torchvision")
+    return diffs
+
+
+def epoch_metrics(run: Path, step: int) -> dict:
+    """kNN / online-linear top-1 of the checkpoint's epoch from run/metrics.jsonl (None when absent).
+
+    A record matches by step (mid-epoch checkpoints log as the next epoch); the last match wins, as a
+    resumed run rewrites its records."""
+    match: dict = {}
+    path = run / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue                     # a line cut by a crash: the others still count
+        if isinstance(rec, dict) and rec.get("step") == step:
+            match = rec
+    return {k: match.get(k) for k in METRIC_KEYS}
+
+
+def describe(cfg, model, state: dict, checkpoint: Path, out: Path, stem: str, diffs: list[str]) -> dict:
+    """The sidecar JSON: what the weights are, where they came from, how to load them."""
+    return {"arch": cfg.model.arch, "stem": stem, "image_size": cfg.data.image_size,
+            "feature_dim": model.feature_dim, "method": cfg.model.method, "amcl": bool(cfg.model.amcl),
+            "heads": cfg.model.heads, "epoch": int(state["epoch"]), "step": int(state["step"]),
+            **epoch_metrics(checkpoint.parent, int(state["step"])),
+            "checkpoint": str(checkpoint.resolve()), "backbone": out.name,
+            "differs_from_torchvision": diffs, "build": build_line(cfg.model.arch, stem),
+            "load": load_lines(cfg.model.arch, stem, str(out))}
+
+
+def export_backbone(checkpoint: str | Path, out: str | Path) -> dict:
+    """Write the checkpoint's backbone to `out` and its description beside it (both atomically)."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    sidecar = out.with_suffix(".json")
+    check(out.parent.is_dir(), f"--out folder {out.parent} does not exist: create it or pick another --out")
+    check(not out.is_dir(), f"--out {out} is a folder: give a file name such as {out / 'backbone.pt'}")
+    check(sidecar != out, f"--out {out} ends in .json, the description's name: use e.g. {out.with_suffix('.pt')}")
+    model, cfg, state = restore_model(checkpoint, device="cpu")
+    weights = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
+    stem = resolve_stem(cfg.model.stem, cfg.data.image_size)
+    info = describe(cfg, model, state, checkpoint, out, stem, torchvision_differences(cfg.model.arch, weights, stem))
+    text = json.dumps(info, indent=2) + "\n"
+    with atomic_path(out) as tmp:
+        torch.save(weights, tmp)
+    with atomic_path(sidecar) as tmp:
+        tmp.write_text(text)
+    return info
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    ap = ArgumentParser(prog="ffcv-amcl-export", description=__doc__.split("\n\n")[0],
+                 epilog="writes OUT (the state_dict) and OUT with .json (what it is, how to load it)")
+    ap.add_argument("--checkpoint", required=True, help="training checkpoint, RUN/ckpt_eXXXX_sXXXXXXXX.pt")
+    ap.add_argument("--out", required=True, help="file for the backbone state_dict, e.g. backbone.pt")
+    a = ap.parse_args(argv)
+    info = export_backbone(a.checkpoint, a.out)
+    sidecar = Path(a.out).with_suffix(".json")
+    print(f"wrote {a.out} ({info['arch']}, {info['stem']} stem, {info['feature_dim']}-d features, "
+          f"epoch {info['epoch']}) and {sidecar}", flush=True)
+    for d in info["differs_from_torchvision"]:
+        print(f"differs from torchvision {info['arch']}: {d}", flush=True)
+    print("load it with:\n    " + "\n    ".join(info["load"]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
