@@ -5,8 +5,20 @@ head is one batched product (einsum 'cid,cjd->cij', run as bmm), phi runs once o
 temperatures are one more batched product of phi outputs
 (<phi(u), phi(v)> factorises), and the hardest negatives are one top-k. There is no loop over heads.
 phi, Omega and the division by tau run in float32 with autocast off (1/tau reaches 1/tau_min = 1e5).
+
+Forms (`form=`, AMCL_SPEC.md "The reference form is unbounded"):
+  ref     the reference code's formulas, exactly (kept to reproduce it; unbounded below: every temperature is
+          driven to tau_min);
+  hetero  heteroscedastic: phi learns only from the Gaussian negative log-likelihood of the positive pairs with
+          the similarity detached, (1 - sg s+)/tau+ + (d/2) log tau+ (optimum tau+ = 2(1 - s+)/d: a harder
+          positive gets a higher temperature); the method's own loss uses every temperature detached
+          (contrastive: cross-entropy of the positive among itself and the top-k negatives). Bounded below;
+  post    posterior: cross-entropy of the positive among itself and the top-k with logits s/tau - beta Omega(tau),
+          temperatures trained through it (contrastive methods only). Bounded below by 0.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +26,31 @@ from torch import nn
 
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.ascl import targets_from_similarities
 from ffcv_amcl.losses.barlow import cross_correlation
 from ffcv_amcl.losses.precision import full_precision
-from ffcv_amcl.losses.temperature import make_phi, omega, pair_tau, work_dtype
+from ffcv_amcl.losses.temperature import gaussian_nll, make_phi, omega, pair_tau, work_dtype
+
+
+FORMS = ("ref", "hetero", "post")
+# Lowest temperature of each form when the config leaves it open: the spec's 1e-5 for ref (kept exact); bounded
+# forms at 0.02, below which only positives with s+ > 0.98 would put their optimum (benchmarks/amcl_study.py).
+FORM_TAU_MIN = {"ref": 1e-5, "hetero": 0.02, "post": 0.02}
 
 
 class _AMCLBase(nn.Module):
-    """Shared constructor checks and the last_stats record."""
+    """Shared constructor checks, the temperatures of pairs, and the last_stats record."""
+
+    forms = FORMS
 
     def __init__(self, owner: str, dim: int, heads: int, beta: float, tau_min: float, tau_max: float,
-                 hidden: int, validate: bool):
+                 hidden: int, validate: bool, form: str = "ref", nll_dim: float = 2.0):
         super().__init__()
         self._owner = owner
+        if form not in self.forms:
+            raise UserError(f"{owner}: form={form!r} is not one of {', '.join(self.forms)}")
+        self.form = form
+        self.nll_dim = checks.positive(owner, "nll_dim", nll_dim)
         self.dim = checks.positive_int(owner, "dim", dim)
         self.heads = checks.positive_int(owner, "heads", heads)
         self.hidden = checks.positive_int(owner, "hidden", hidden)
@@ -34,8 +59,35 @@ class _AMCLBase(nn.Module):
         self.validate = bool(validate)
         self.last_stats: dict[str, torch.Tensor] = {}
 
-    def _record(self, tau_pos: torch.Tensor, tau_neg: torch.Tensor) -> None:
-        self.last_stats = {"tau_pos": tau_pos.detach().float(), "tau_neg": tau_neg.detach().float()}
+    def _record(self, mean_pos: torch.Tensor, mean_neg: torch.Tensor, **pairs: torch.Tensor) -> None:
+        """last_stats: per-head means (C,) of the positive and negative temperatures (NaN when there are none);
+        last_pairs: the per-pair tensors behind them (temperature health), detached."""
+        self.last_stats = {"tau_pos": mean_pos.detach().float(), "tau_neg": mean_neg.detach().float()}
+        self.last_pairs = {k: v.detach() for k, v in pairs.items()}
+
+    def _phi_net(self) -> nn.Module:
+        return self.phi
+
+    def pair_temperatures(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """tau(u_i, v_j) for every pair of every head: u (C, M, D), v (C, M', D) -> (C, M, M'). Contrastive and
+        SimSiam forms L2-normalise first, as the loss does; phi runs once per vector."""
+        phi = self._phi_net()
+        with full_precision(u):
+            dt = work_dtype(phi)
+            u, v = F.normalize(u.to(dt), dim=-1), F.normalize(v.to(dt), dim=-1)
+            return pair_tau(torch.bmm(phi(u), phi(v).transpose(1, 2)), self.tau_min, self.tau_max)
+
+    def lower_bound(self) -> float:
+        """A value the loss can never go below (per call): -inf for `ref`, which has none."""
+        if self.form == "hetero":
+            return self._bound_terms() * 0.5 * self.nll_dim * math.log(self.tau_min) + self._hetero_floor()
+        return 0.0 if self.form == "post" else float("-inf")
+
+    def _bound_terms(self) -> int:
+        return self.heads          # one NLL term per anchor, averaged over anchors, summed over heads
+
+    def _hetero_floor(self) -> float:
+        return 0.0                 # the method's own term with detached temperatures is >= this
 
     def _finite(self, named: dict[str, torch.Tensor]) -> None:
         if self.validate:
@@ -48,13 +100,15 @@ class AMCLContrastive(_AMCLBase):
     Per head c and anchor i with positive p(i) and the k most similar negatives K (chosen on similarity only):
         l_c(i) = -s+/tau+ + mean_{n in K} s_n/tau_n + beta*Omega(tau+) - beta*sum_{n in K}(log tau_n + 1/tau_n)
         L = sum_c mean_i l_c(i), i over all 2B anchors (both directions).
-    Inputs need not be normalised; they are L2-normalised here. `last_stats` holds per-head means of the
-    positive and of the selected negatives' temperatures from the last call.
+    That is the `ref` form; `hetero` and `post` (module docstring) replace l_c(i) by a cross-entropy of the
+    positive among itself and K. Inputs need not be normalised; they are L2-normalised here. `last_stats` holds
+    per-head means of the positive and of the selected negatives' temperatures from the last call.
     """
 
     def __init__(self, dim: int, heads: int, beta: float = 1e-4, topk: int = 100, tau_min: float = 1e-5,
-                 tau_max: float = 2.0, hidden: int = 128, *, validate: bool = True):
-        super().__init__("AMCLContrastive", dim, heads, beta, tau_min, tau_max, hidden, validate)
+                 tau_max: float = 2.0, hidden: int = 128, *, form: str = "ref", nll_dim: float = 2.0,
+                 validate: bool = True):
+        super().__init__("AMCLContrastive", dim, heads, beta, tau_min, tau_max, hidden, validate, form, nll_dim)
         self.topk = checks.positive_int(self._owner, "topk", topk)
         self.phi = make_phi(self.dim, self.hidden)
 
@@ -146,28 +200,81 @@ class AMCLContrastive(_AMCLBase):
                 idx = s_neg.detach().topk(k, dim=-1).indices
             return self._combine(s_pos, a_pos, s_neg.gather(-1, idx), a_neg.gather(-1, idx))
 
-    def _combine(self, s_pos, a_pos, s_neg, a_neg) -> torch.Tensor:
-        """s_pos, a_pos: (C, N); s_neg, a_neg: (C, N, k) of the selected negatives -> sum_c mean_i l_c(i)."""
+    def forward_soft(self, q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, *, K: float = 5,
+                     t2: float = 0.05, variant: str = "ascl") -> torch.Tensor:
+        """AMCL composed with ASCL's soft targets (hetero and post forms), in ASCL's one direction: anchors q
+        (C, B, D), positives the keys k (C, B, D) of the other view, negatives each head's queue (C, Q, D). Each
+        anchor's candidates are its positive and its top-k negatives; ASCL's targets are defined over the same
+        candidates (key-to-candidate similarities / t2, confidence 1 - H / log k) and replace the one-hot target
+        of the cross-entropy. k and queue are detached here."""
+        owner = self._owner
+        if self.form == "ref":
+            raise UserError(f"{owner}: ASCL's soft targets need a softmax over the candidates; the ref form has "
+                            "none: use form='hetero' or 'post'")
+        C, B, D = checks.views(owner, {"q": q, "k": k}, heads=self.heads, dim=self.dim)
+        checks.tensor(owner, "queue", queue, (3,))
+        if queue.shape[0] != C or queue.shape[2] != D or queue.shape[1] < 2:
+            raise UserError(f"{owner}: queue has shape {tuple(queue.shape)} but must be (heads={C}, K>=2, dim={D})")
+        self._finite({"q": q, "k": k, "queue": queue})
+        with full_precision(q):
+            dt = work_dtype(self.phi)
+            qn = F.normalize(q.to(dt), dim=-1)
+            kn, neg = (F.normalize(x.detach().to(dt), dim=-1) for x in (k, queue))
+            pq, pk, pn = self.phi(qn), self.phi(kn), self.phi(neg)
+            s_neg, a_neg = torch.bmm(qn, neg.transpose(1, 2)), torch.bmm(pq, pn.transpose(1, 2))
+            n = min(self.topk, s_neg.shape[-1])
+            if variant != "ascl" and not 1 <= K <= n:
+                raise UserError(f"{owner}: ASCL K={K!r} neighbours must be between 1 and the {n} candidates per "
+                                "anchor (loss.topk and the queue size bound them)")
+            with torch.no_grad():
+                idx = s_neg.detach().topk(n, dim=-1).indices
+                target = targets_from_similarities(torch.bmm(kn, neg.transpose(1, 2)).gather(-1, idx), K, t2,
+                                                   variant)
+            return self._combine((qn * kn).sum(-1), (pq * pk).sum(-1), s_neg.gather(-1, idx), a_neg.gather(-1, idx),
+                                 target=target)
+
+    def _combine(self, s_pos, a_pos, s_neg, a_neg, target=None) -> torch.Tensor:
+        """s_pos, a_pos: (C, N); s_neg, a_neg: (C, N, k) of the selected negatives -> sum_c mean_i l_c(i).
+        target (C, N, 1 + k): soft targets over [positive, negatives] (ASCL) instead of the positive alone."""
         tau_p = pair_tau(a_pos, self.tau_min, self.tau_max)
         tau_n = pair_tau(a_neg, self.tau_min, self.tau_max)
-        per_anchor = (-s_pos / tau_p + (s_neg / tau_n).mean(-1)
-                      + self.beta * omega(tau_p, self.dim)
-                      - self.beta * (torch.log(tau_n) + 1.0 / tau_n).sum(-1))
-        self._record(tau_p.mean(-1), tau_n.mean((-2, -1)))
+        if self.form == "ref":
+            per_anchor = (-s_pos / tau_p + (s_neg / tau_n).mean(-1)
+                          + self.beta * omega(tau_p, self.dim)
+                          - self.beta * (torch.log(tau_n) + 1.0 / tau_n).sum(-1))
+        elif self.form == "post":
+            x_p = s_pos / tau_p - self.beta * omega(tau_p, self.dim)
+            per_anchor = _cross_entropy(x_p, s_neg / tau_n - self.beta * omega(tau_n, self.dim), target)
+        else:
+            per_anchor = (_cross_entropy(s_pos / tau_p.detach(), s_neg / tau_n.detach(), target)
+                          + gaussian_nll(1.0 - s_pos.detach(), tau_p, self.nll_dim))
+        self._record(tau_p.mean(-1), tau_n.mean((-2, -1)), tau_pos=tau_p, tau_neg=tau_n, s_pos=s_pos)
         return per_anchor.mean(-1).sum()
+
+
+def _cross_entropy(x_pos: torch.Tensor, x_neg: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of the logits [positive, negatives] (x_pos (...), x_neg (..., k) -> (...)) with the one-hot
+    target on the positive, or with `target` (..., 1 + k) summing to 1. Never below 0."""
+    logits = torch.cat([x_pos.unsqueeze(-1), x_neg], -1)
+    if target is None:
+        return torch.logsumexp(logits, -1) - x_pos
+    return -(target * torch.log_softmax(logits, -1)).sum(-1)
 
 
 class AMCLSimSiam(_AMCLBase):
     """AMCL for SimSiam (Eq. 2.2): per head, mean over the batch of
     -1/2 s1/tau1 - 1/2 s2/tau2 + beta*Omega(tau1) + beta*Omega(tau2), summed over heads,
-    with s1 = cos(pa, sg zb), tau1 = tau(pa, sg zb) and symmetrically. phi sees the normalised p and z
-    (AMCL_SPEC: z = normalize(g(h)) where the method uses cosine similarity). No negatives: last_stats
-    "tau_neg" is NaN.
+    with s1 = cos(pa, sg zb), tau1 = tau(pa, sg zb) and symmetrically (`ref`). `hetero`: the same similarity
+    term with the temperatures detached, plus 1/2 the Gaussian NLL (1 - sg s)/tau + (d/2) log tau of each pair,
+    which alone trains phi. phi sees the normalised p and z (AMCL_SPEC: z = normalize(g(h)) where the method uses
+    cosine similarity). No negatives: last_stats "tau_neg" is NaN.
     """
 
+    forms = ("ref", "hetero")
+
     def __init__(self, dim: int, heads: int, beta: float = 1e-4, tau_min: float = 1e-5, tau_max: float = 2.0,
-                 hidden: int = 128, *, validate: bool = True):
-        super().__init__("AMCLSimSiam", dim, heads, beta, tau_min, tau_max, hidden, validate)
+                 hidden: int = 128, *, form: str = "ref", nll_dim: float = 2.0, validate: bool = True):
+        super().__init__("AMCLSimSiam", dim, heads, beta, tau_min, tau_max, hidden, validate, form, nll_dim)
         self.phi = make_phi(self.dim, self.hidden)
 
     def forward(self, pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
@@ -180,9 +287,15 @@ class AMCLSimSiam(_AMCLBase):
             z = F.normalize(torch.cat([zb, za], 1).detach().to(dt), dim=-1) # partner of each p, stop-gradient
             s = (p * z).sum(-1)
             tau = pair_tau((self.phi(p) * self.phi(z)).sum(-1), self.tau_min, self.tau_max)
-            terms = -0.5 * s / tau + self.beta * omega(tau, self.dim)        # (C, 2B)
-            self._record(tau.mean(-1), torch.full((C,), float("nan"), device=tau.device))
+            if self.form == "ref":
+                terms = -0.5 * s / tau + self.beta * omega(tau, self.dim)    # (C, 2B)
+            else:
+                terms = -0.5 * s / tau.detach() + 0.5 * gaussian_nll(1.0 - s.detach(), tau, self.nll_dim)
+            self._record(tau.mean(-1), torch.full((C,), float("nan"), device=tau.device), tau_pos=tau, s_pos=s)
             return (terms.sum(-1) / B).sum()
+
+    def _hetero_floor(self) -> float:
+        return -self.heads / self.tau_min      # -1/2 s/tau per direction, s <= 1, tau >= tau_min
 
 
 class AMCLBarlowTwins(_AMCLBase):
@@ -190,17 +303,35 @@ class AMCLBarlowTwins(_AMCLBase):
     so the batch size is fixed at construction:
         T = tau_min + (tau_max - tau_min) sigmoid(-phi_b(X^T) phi_b(Y^T)^T)              (D x D per head)
         L = sum_c [ sum_l (1 - C_ll/T_ll)^2 + lambd sum_{l!=m} C_lm^2/T_lm
-                    + beta sum_l Omega(T_ll) - beta sum_{l!=m} Omega(T_lm) ]
+                    + beta sum_l Omega(T_ll) - beta sum_{l!=m} Omega(T_lm) ]                       (`ref`)
+    `hetero`: sum_l (1 - C_ll)^2/sg(T_ll) + lambd sum_{l!=m} C_lm^2/sg(T_lm), plus the Gaussian NLL of each entry's
+    detached squared error ((1 - C_ll)^2 on the diagonal, C_lm^2 off it), which alone trains phi_b.
     C is the cross-correlation of the batch-standardised projections (unbiased std). last_stats: mean
     diagonal ("tau_pos") and off-diagonal ("tau_neg") temperature per head.
     """
 
+    forms = ("ref", "hetero")
+
     def __init__(self, dim: int, heads: int, batch_size: int, beta: float = 1e-6, lambd: float = 5e-3,
-                 tau_min: float = 1e-5, tau_max: float = 2.0, hidden: int = 128, *, validate: bool = True):
-        super().__init__("AMCLBarlowTwins", dim, heads, beta, tau_min, tau_max, hidden, validate)
+                 tau_min: float = 1e-5, tau_max: float = 2.0, hidden: int = 128, *, form: str = "ref",
+                 nll_dim: float = 2.0, validate: bool = True):
+        super().__init__("AMCLBarlowTwins", dim, heads, beta, tau_min, tau_max, hidden, validate, form, nll_dim)
         self.batch_size = checks.positive_int(self._owner, "batch_size", batch_size, minimum=2)
         self.lambd = checks.non_negative(self._owner, "lambd", lambd)
         self.phi_b = make_phi(self.batch_size, self.hidden)
+
+    def _phi_net(self) -> nn.Module:
+        return self.phi_b
+
+    def pair_temperatures(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """T_lm = tau(channel l of u, channel m of v): u, v (C, B, D) projections -> (C, D, D)."""
+        with full_precision(u):
+            dt = work_dtype(self.phi_b)
+            a, b = self.phi_b(u.to(dt).transpose(1, 2)), self.phi_b(v.to(dt).transpose(1, 2))
+            return pair_tau(torch.bmm(a, b.transpose(1, 2)), self.tau_min, self.tau_max)
+
+    def _bound_terms(self) -> int:
+        return self.heads * self.dim * self.dim   # one NLL term per entry of each head's D x D matrix
 
     def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
         named = {"za": za, "zb": zb}
@@ -214,13 +345,20 @@ class AMCLBarlowTwins(_AMCLBase):
             dt = work_dtype(self.phi_b)
             x, y = za.to(dt), zb.to(dt)
             cc = cross_correlation(x, y)                                        # (C, D, D)
-            logit = torch.einsum("clb,cmb->clm", self.phi_b(x.transpose(1, 2)), self.phi_b(y.transpose(1, 2)))
-            t = pair_tau(logit, self.tau_min, self.tau_max)
+            t = self.pair_temperatures(x, y)
             eye = torch.eye(D, dtype=torch.bool, device=t.device)
             cd, td = cc.diagonal(dim1=-2, dim2=-1), t.diagonal(dim1=-2, dim2=-1)
-            on = ((1.0 - cd / td) ** 2).sum(-1)
-            off = (cc.pow(2) / t).masked_fill(eye, 0.0).sum((-2, -1))
-            reg = omega(td, self.dim).sum(-1) - omega(t, self.dim).masked_fill(eye, 0.0).sum((-2, -1))
+            if self.form == "ref":
+                on = ((1.0 - cd / td) ** 2).sum(-1)
+                off = (cc.pow(2) / t).masked_fill(eye, 0.0).sum((-2, -1))
+                reg = self.beta * (omega(td, self.dim).sum(-1)
+                                   - omega(t, self.dim).masked_fill(eye, 0.0).sum((-2, -1)))
+            else:
+                on = ((1.0 - cd).pow(2) / td.detach()).sum(-1)
+                off = (cc.pow(2) / t.detach()).masked_fill(eye, 0.0).sum((-2, -1))
+                residual = torch.where(eye, (1.0 - cc).pow(2), cc.pow(2)).detach()
+                reg = gaussian_nll(residual, t, self.nll_dim).sum((-2, -1))
             off_mean = t.masked_fill(eye, 0.0).sum((-2, -1)) / max(D * D - D, 1)
-            self._record(td.mean(-1), off_mean)
-            return (on + self.lambd * off + self.beta * reg).sum()
+            off_diag = t.flatten(1)[:, 1:].view(C, D - 1, D + 1)[:, :, :-1].reshape(C, D, D - 1)  # no sync
+            self._record(td.mean(-1), off_mean, tau_pos=td, tau_neg=off_diag, s_pos=cd)
+            return (on + self.lambd * off + reg).sum()

@@ -25,9 +25,16 @@ VARIANTS = ("ascl", "ahcl", "hard")
 @torch.no_grad()
 def soft_targets(k: torch.Tensor, queue: torch.Tensor, K: float, t2: float, variant: str) -> torch.Tensor:
     """Targets over [positive, queue] from normalised keys (C, B, D) and queue (C, Q, D): (C, B, 1 + Q)."""
-    log_p = torch.log_softmax(torch.einsum("cbd,cqd->cbq", k, queue) / t2, dim=-1)
+    return targets_from_similarities(torch.einsum("cbd,cqd->cbq", k, queue), K, t2, variant)
+
+
+@torch.no_grad()
+def targets_from_similarities(sims: torch.Tensor, K: float, t2: float, variant: str) -> torch.Tensor:
+    """Targets over [positive, candidates] from the cosine similarities (C, B, n) of each key with its n candidate
+    negatives (the whole queue, or AMCL's top-k of each anchor): (C, B, 1 + n); confidence 1 - H / log n."""
+    log_p = torch.log_softmax(sims / t2, dim=-1)
     p = log_p.exp()
-    conf = 1.0 + (p * log_p).sum(-1, keepdim=True) / math.log(queue.shape[1])    # 1 - H / log|Q|
+    conf = 1.0 + (p * log_p).sum(-1, keepdim=True) / math.log(sims.shape[-1])    # 1 - H / log n
     if variant == "ascl":
         w = torch.clamp(K * conf * p, max=1.0)
     else:

@@ -28,3 +28,11 @@ def pair_tau(logit: torch.Tensor, tau_min: float, tau_max: float) -> torch.Tenso
 def omega(tau: torch.Tensor, dim: int) -> torch.Tensor:
     """Omega(tau) = (D/2) log tau + 1/tau (Gaussian negative log-likelihood normaliser)."""
     return 0.5 * dim * torch.log(tau) + 1.0 / tau
+
+
+def gaussian_nll(residual: torch.Tensor, tau: torch.Tensor, dim: float) -> torch.Tensor:
+    """residual / tau + (dim / 2) log tau: the negative log-likelihood (up to a constant) of an observation whose
+    squared error is `residual` (e.g. 1 - s = |u - v|^2 / 2 for unit u, v) under an isotropic Gaussian of variance
+    tau in `dim` dimensions. Its minimum over tau is at tau = 2 residual / dim, where it equals
+    (dim / 2)(1 + log(2 residual / dim)); for tau >= tau_min it is never below (dim / 2) log tau_min."""
+    return residual / tau + 0.5 * dim * torch.log(tau)

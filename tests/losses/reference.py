@@ -224,3 +224,112 @@ def rel_err(a, b):
     scale = b.abs().max()
     diff = (a - b).abs().max()
     return float(diff / scale) if scale > 0 else float(diff)
+
+
+# ---- bounded AMCL forms (AMCL_SPEC.md, "The reference form is unbounded") -------------------------------------
+
+def nll(residual, t, d):
+    return residual / t + d / 2 * torch.log(t)
+
+
+def _soft_target(key, chosen, K, t2):
+    """ASCL's target over [positive, chosen] from the key's similarities to the chosen negatives."""
+    e = [torch.exp((key * n).sum() / t2) for n in chosen]
+    p = [v / sum(e) for v in e]
+    conf = 1 + sum(v * torch.log(v) for v in p) / math.log(len(chosen))
+    w = [torch.clamp(K * conf * v, max=1.0) for v in p]
+    total = 1 + sum(w)
+    return [1 / total] + [v / total for v in w]
+
+
+def bounded_anchor(params, anchor, positive, negatives, topk, form, beta, tau_min, tau_max, dim, d,
+                   key=None, K=None, t2=None):
+    """One anchor's loss in the hetero or post form; with key/K/t2, ASCL's soft target over the candidates."""
+    s_pos = (anchor * positive).sum()
+    t_pos = tau(params, anchor, positive, tau_min, tau_max)
+    order = sorted(range(len(negatives)), key=lambda j: float((anchor * negatives[j]).sum().detach()), reverse=True)
+    chosen = [negatives[j] for j in order[:min(topk, len(negatives))]]
+    s = [s_pos] + [(anchor * n).sum() for n in chosen]
+    t = [t_pos] + [tau(params, anchor, n, tau_min, tau_max) for n in chosen]
+    if form == "hetero":
+        logits = [si / ti.detach() for si, ti in zip(s, t)]
+    else:
+        logits = [si / ti - beta * omega(ti, dim) for si, ti in zip(s, t)]
+    log_z = torch.log(sum(torch.exp(x) for x in logits))
+    target = [1.0] + [0.0] * len(chosen) if key is None else _soft_target(key, chosen, K, t2)
+    loss = -sum(w * (x - log_z) for w, x in zip(target, logits))
+    if form == "hetero":
+        loss = loss + nll(1 - s_pos.detach(), t_pos, d)
+    return loss
+
+
+def bounded_simclr(za, zb, params, form, beta, topk, tau_min, tau_max, d):
+    C, B, D = za.shape
+    total = 0.0
+    for c in range(C):
+        views = [unit(za[c, i]) for i in range(B)] + [unit(zb[c, i]) for i in range(B)]
+        head = 0.0
+        for i in range(2 * B):
+            p = (i + B) % (2 * B)
+            negatives = [views[j] for j in range(2 * B) if j not in (i, p)]
+            head = head + bounded_anchor(params, views[i], views[p], negatives, topk, form, beta, tau_min, tau_max,
+                                         D, d)
+        total = total + head / (2 * B)
+    return total
+
+
+def bounded_moco(za, zb, queue, keys, params, form, beta, topk, tau_min, tau_max, d):
+    C, B, D = za.shape
+    total = 0.0
+    for c in range(C):
+        head = 0.0
+        for i in range(2 * B):
+            anchor = unit(za[c, i]) if i < B else unit(zb[c, i - B])
+            positive = unit(keys[1][c, i].detach()) if i < B else unit(keys[0][c, i - B].detach())
+            negatives = [unit(queue[c, j].detach()) for j in range(queue.shape[1])]
+            head = head + bounded_anchor(params, anchor, positive, negatives, topk, form, beta, tau_min, tau_max,
+                                         D, d)
+        total = total + head / (2 * B)
+    return total
+
+
+def bounded_ascl(q, k, queue, params, form, beta, topk, tau_min, tau_max, d, K, t2):
+    """AMCL with ASCL's soft targets, one direction: anchors q, positives keys k, negatives the queue."""
+    C, B, D = q.shape
+    total = 0.0
+    for c in range(C):
+        head = 0.0
+        for b in range(B):
+            key = unit(k[c, b].detach())
+            negatives = [unit(queue[c, j].detach()) for j in range(queue.shape[1])]
+            head = head + bounded_anchor(params, unit(q[c, b]), key, negatives, topk, form, beta, tau_min, tau_max,
+                                         D, d, key=key, K=K, t2=t2)
+        total = total + head / B
+    return total
+
+
+def hetero_simsiam(pa, pb, za, zb, params, tau_min, tau_max, d):
+    C, B, D = pa.shape
+    total = 0.0
+    for c in range(C):
+        head = 0.0
+        for b in range(B):
+            for p, z in ((unit(pa[c, b]), unit(zb[c, b].detach())), (unit(pb[c, b]), unit(za[c, b].detach()))):
+                s, t = (p * z).sum(), tau(params, p, z, tau_min, tau_max)
+                head = head - 0.5 * s / t.detach() + 0.5 * nll(1 - s.detach(), t, d)
+        total = total + head / B
+    return total
+
+
+def hetero_barlow(za, zb, params, lambd, tau_min, tau_max, d):
+    C, B, D = za.shape
+    total = 0.0
+    for c in range(C):
+        cc = _cross_correlation(za[c], zb[c])
+        for l in range(D):
+            for m in range(D):
+                t = tau(params, za[c][:, l], zb[c][:, m], tau_min, tau_max)
+                r = (1 - cc[l][m]) ** 2 if l == m else cc[l][m] ** 2
+                weight = 1.0 if l == m else lambd
+                total = total + weight * r / t.detach() + nll(r.detach(), t, d)
+    return total
