@@ -7,10 +7,15 @@ measured here and GPU tables measured on a GPU machine live side by side.
     python benchmarks/report.py                       # every CPU benchmark
     python benchmarks/report.py --device cuda         # the GPU variants, on a GPU machine
     python benchmarks/report.py --only losses --out BENCHMARKS.md
+    python benchmarks/report.py --gpu-run benchmarks/results/gpu_run.json   # the GPU run's section (no re-run)
+
+Each section names the load average of the machine when its benchmark started: CPU figures taken while other
+work ran are marked as measured under load.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -41,8 +46,35 @@ SAVED = {
     "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                     ["benchmarks/losses.py", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
                     "python benchmarks/losses.py --device cuda --repeats 30 --json losses_cuda.json",
-                    "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)"),
+                    "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)", "cuda"),
+    # The AMCL study takes hours: its JSON is re-printed here, naming the run that wrote it.
+    "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds, 2 datasets)",
+                   ["benchmarks/amcl_study.py", "--report", "benchmarks/results/amcl_study.json"],
+                   "python benchmarks/amcl_study.py --out runs/amcl_study",
+                   "2 cores of the project's CPU machine (torch 2.14.1, fp32), shared with other work while it ran",
+                   "cpu"),
 }
+
+# The GPU run (benchmarks/gpu/run.sh, one device call): its gpu_run.json, copied here from the call's $OUT.
+GPU_RUN = "gpu-run"
+GPU_RUN_JSON = ROOT / "benchmarks" / "results" / "gpu_run.json"
+GPU_RUN_TITLE = "GPU run: SimCLR-AMCL on FFCV data end to end, profiler, epochs, compiled vs eager"
+GPU_RUN_HOWTO = """How to run it (prepared and dry-run-tested on the CPU; one device call of about 8 minutes on one H100):
+
+1. Here: `bash benchmarks/gpu/prepare.sh` builds `.gpu_carry/` (ignored by git, about 7 MiB): a cp312 ffcv 1.0.2
+   wheel, fastargs and terminaltables wheels, and the Debian packages of the libraries ffcv's extension links
+   (libturbojpeg, OpenCV core/imgproc and what they pull in, found with ldd).
+2. The device call: command `bash benchmarks/gpu/run.sh`, carry `[".gpu_carry"]`, timeout_s 540. The script keeps
+   to a 450 s budget (each stage under its own timeout; a stage that no longer fits is skipped) and leaves
+   `gpu_run.json`, `run.log` and `BENCHMARKS.md` under $OUT.
+3. Here: copy that `gpu_run.json` to `benchmarks/results/gpu_run.json`, then
+   `python benchmarks/report.py --gpu-run benchmarks/results/gpu_run.json` rewrites this section from it.
+
+The same script runs on the CPU with tiny sizes: `bash benchmarks/gpu/run.sh --dry-run` (CI runs it:
+tests/test_gpu_run.py)."""
+GPU_RUN_PENDING = ("Not run yet: the session that prepared the run (2026-11-28) was lent no GPU, so there are no GPU "
+                   "figures for the epoch, the loader at 16 workers, the profiler or training.compile. The CPU figures "
+                   "of training.compile are in the training-step section (CPU).")
 
 MARK = re.compile(r"<!-- section: (?P<key>[\w.-]+) -->\n.*?<!-- end: (?P=key) -->\n", re.S)
 HEADER = """# Benchmarks
@@ -54,12 +86,50 @@ Nothing here is typed by hand; to refresh a table, run its command again through
 """
 
 
+def load_note() -> str:
+    """The 1-minute load average against the usable cores, when a benchmark starts."""
+    from ffcv_amcl import machine
+
+    load, cores = os.getloadavg()[0], machine.usable_cores()
+    busy = load > 0.5 * cores
+    return (f"{load:.1f} (1-minute average) on {cores} cores at the start"
+            + (": the machine was busy with other work, figures measured under load" if busy else ", idle"))
+
+
+def shown_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
+def gpu_run_section(path: Path) -> str:
+    """The GPU run's section: its summary, re-printed from the run's JSON by benchmarks/gpu/stages.py, and how
+    to run it; without a JSON, the how-to and a note that it has not run."""
+    key = f"{GPU_RUN}.cuda"
+    head = f"<!-- section: {key} -->\n## {GPU_RUN_TITLE} (CUDA)\n\n"
+    if not path.is_file():
+        return f"{head}{GPU_RUN_PENDING}\n\n{GPU_RUN_HOWTO}\n\n<!-- end: {key} -->\n"
+    argv = ["benchmarks/gpu/stages.py", "summary", shown_path(path)]
+    proc = subprocess.run([sys.executable, str(ROOT / argv[0]), "summary", str(path.resolve())], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    out = proc.stdout.strip()
+    if proc.returncode != 0:
+        out += f"\n\n[failed with exit code {proc.returncode}]\n{proc.stderr.strip()}"
+    run = json.loads(path.read_text())
+    env, m = run.get("env", {}), run.get("env", {}).get("machine", {})
+    where = (f"{m.get('gpu', m.get('cpu', '?'))} + {m.get('cores', '?')} cores (torch {env.get('torch', '?')}, "
+             f"Python {env.get('python', '?')})" + (" -- DRY RUN on the CPU" if env.get("dry_run") else ""))
+    return (f"{head}Command: `bash benchmarks/gpu/run.sh` (one device call); re-printed with "
+            f"`python {' '.join(argv)}`  \nMachine: {where}  \nMeasured: {env.get('date', '?')}\n\n"
+            f"```\n{out}\n```\n\n{GPU_RUN_HOWTO}\n\n<!-- end: {key} -->\n")
+
+
 def run_one(name: str, device: str, timeout: float) -> str:
     from ffcv_amcl import machine
 
     if name in SAVED:
-        title, argv, measured_with, where = SAVED[name]
-        device = "cuda"
+        title, argv, measured_with, where, device = SAVED[name]
     else:
         title, argv = BENCHMARKS[name]
         argv = [a.format(device=device) for a in argv]
@@ -67,7 +137,8 @@ def run_one(name: str, device: str, timeout: float) -> str:
     cmd = [sys.executable, *argv]
     shown = "python " + " ".join(shlex.quote(a) for a in argv)
     if measured_with:
-        shown = f"{measured_with}` on the GPU machine; re-printed with `{shown}"
+        shown = f"{measured_with}` (saved run); re-printed with `{shown}"
+    load = load_note()
     started = time.time()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
@@ -80,7 +151,7 @@ def run_one(name: str, device: str, timeout: float) -> str:
     key = f"{name}.{device.split(':')[0]}"
     return (f"<!-- section: {key} -->\n## {title} ({device.split(':')[0].upper()})\n\n"
             f"Command: `{shown}`  \nMachine: {where}  \nMeasured: {time.strftime('%Y-%m-%d')}, "
-            f"{took:.0f} s\n\n```\n{out}\n```\n\n<!-- end: {key} -->\n")
+            f"{took:.0f} s; load {load}\n\n```\n{out}\n```\n\n<!-- end: {key} -->\n")
 
 
 def merge(path: Path, sections: list[str]) -> None:
@@ -100,15 +171,28 @@ def merge(path: Path, sections: list[str]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED), help="run just these")
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED) + [GPU_RUN],
+                    help="run just these")
+    ap.add_argument("--gpu-run", type=Path, default=None, metavar="JSON",
+                    help=f"write the GPU run's section from this gpu_run.json (alone, unless --only names more); "
+                         f"default {shown_path(GPU_RUN_JSON)} when the GPU run's section is written")
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--timeout", type=float, default=900, help="seconds per benchmark")
     args = ap.parse_args()
-    names = args.only or list(BENCHMARKS)
+    names = args.only or ([GPU_RUN] if args.gpu_run else [*BENCHMARKS, GPU_RUN])
+    if args.gpu_run and GPU_RUN not in names:
+        names.append(GPU_RUN)
     if args.device != "cpu":
         names = [n for n in names if n not in CPU_ONLY] if not args.only else names
+    if args.gpu_run and not args.gpu_run.is_file():
+        print(f"error: --gpu-run {args.gpu_run} not found: give the gpu_run.json a GPU run wrote", file=sys.stderr)
+        return 2
     sections = []
     for name in names:
+        if name == GPU_RUN:
+            sections.append(gpu_run_section(args.gpu_run or GPU_RUN_JSON))
+            print(sections[-1], flush=True)
+            continue
         print(f"running {name} on {args.device} ...", flush=True)
         try:
             sections.append(run_one(name, args.device, args.timeout))

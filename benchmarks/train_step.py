@@ -6,6 +6,9 @@ shared temperature network) on the same 32x32 images, on the same device, in one
   ours       FFCV .beton + numba two-view pipeline (crop, flip, colour jitter, grayscale), normalised on the
              device; build_model (heads as stacked weights, one einsum), channels_last, bf16 autocast on
              CUDA; the trainer's own train_step (ffcv_amcl.train).
+  compiled   the same, with training.compile's compile_model (torch.compile, inductor, of the backbone, the
+             heads and the AMCL loss), same initial weights; its compilation (the first step) is timed apart
+             and excluded from the rates. --compile=0 leaves it out.
   reference  torchvision DataLoader over in-memory uint8 images, PIL two-view augmentation (RandomResizedCrop,
              RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, ToTensor,
              Normalize), fp32, NCHW; the backbone runs once per view; a Python loop over C separate
@@ -13,17 +16,18 @@ shared temperature network) on the same 32x32 images, on the same device, in one
              network on every anchor-negative pair (benchmarks/losses.py:reference_loss, checked equal at start-up);
              plain SGD step.
 
-Rounds alternate (ours, reference, ours, reference, ...) so that load from other processes hits both alike;
+Rounds alternate (ours, compiled, reference, ours, ...) so that load from other processes hits both alike;
 each round has its own warm-up; the table shows each side's best round (the least disturbed). CPU default: ImageNet stem and batch 64
 (the CIFAR stem at batch 512 takes minutes per step on two cores); CUDA default: CIFAR stem, batch 512.
 
-    python benchmarks/train_step.py --device cpu|cuda [--batch N] [--steps N] [--rounds N]
+    python benchmarks/train_step.py --device cpu|cuda [--batch N] [--steps N] [--rounds N] [--compile 0|1]
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -43,8 +47,9 @@ from ffcv_amcl.config import parse_config  # noqa: E402
 from ffcv_amcl.errors import UserError, cli  # noqa: E402
 from ffcv_amcl.losses.amcl import AMCLContrastive  # noqa: E402
 from ffcv_amcl.losses.temperature import omega, pair_tau  # noqa: E402
+from ffcv_amcl.model.compiled import compile_backend, compile_model  # noqa: E402
 from ffcv_amcl.model.backbone import make_backbone  # noqa: E402
-from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, time_step  # noqa: E402
+from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, synthetic_views, time_step  # noqa: E402
 from ffcv_amcl.train import make_loaders  # noqa: E402
 
 
@@ -170,6 +175,17 @@ class ReferenceSimCLR(nn.Module):
         return self.criterion(za, zb)
 
 
+def process_clock_rate(trainee, batch, steps: int) -> float:
+    """Pairs per CPU-second of this process for `steps` train_steps on one batch already in memory (no loader):
+    on a CPU shared with other work, the process clock counts only this process's own work."""
+    total = trainee.step + steps + 1
+    trainee.train_step(batch, total)                       # warm (allocator, caches)
+    started = time.process_time()
+    for _ in range(steps):
+        trainee.train_step(batch, total)
+    return steps * batch[0].shape[0] / (time.process_time() - started)
+
+
 def reference_round(model, optimizer, batches, warmup: int, steps: int, batch_size: int, device) -> tuple:
     """(pairs/s, data-wait share) of the reference loop: host-to-device copy, forward, backward, SGD step."""
     def one(batch):
@@ -210,6 +226,8 @@ def main(argv=None) -> int:
                     help="loader threads (ours) / DataLoader workers (reference); default: 2 on CPU, "
                          "min(16, cores) on CUDA")
     ap.add_argument("--images", type=int, default=None, help="dataset size (default: 1437 CPU, 50000 CUDA)")
+    ap.add_argument("--compile", type=int, choices=[0, 1], default=1,
+                    help="1 = also time our step compiled (training.compile=1) beside the eager one")
     args = ap.parse_args(argv)
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -245,6 +263,18 @@ def main(argv=None) -> int:
                                f"--logging.folder={tmp}/run"], world_size=1)
         ours_loader = make_loaders(cfg, dist.DistInfo(device=device))[0]
         ours = make_trainee(cfg, device, total_steps=args.rounds * (warmup + steps))
+        sides = ["ours"]
+        if args.compile:
+            total = args.rounds * (warmup + steps) + 1
+            compiled = make_trainee(cfg, device, total_steps=total)
+            parts = compile_model(compiled.model)
+            torch.set_num_threads(cores)
+            started = time.perf_counter()                        # the first step compiles
+            compiled.train_step(synthetic_views(B, cfg.data.image_size, device, cfg.training.seed), total)
+            if cuda:
+                torch.cuda.synchronize()
+            compile_s = time.perf_counter() - started
+            sides.append("compiled")
 
         torch.manual_seed(0)
         ref_model = ReferenceSimCLR(args.heads, stem).to(device)
@@ -257,41 +287,79 @@ def main(argv=None) -> int:
         print(f"# machine: {machine.one_line(machine.describe(str(device)))}", flush=True)
         print(f"# reference loss re-creation = benchmarks/losses.py reference_loss = AMCLContrastive "
               f"(max rel diff {diff:.0e}, float64 check)", flush=True)
-        rates = {"ours": [], "ref": []}
-        waits = {"ours": [], "ref": []}
+        if args.compile:
+            print(f"# compiled: compile_model -> torch.compile(backend={compile_backend()}) of {', '.join(parts)}; "
+                  f"first step (compilation) {compile_s:,.1f} s, excluded from the rates", flush=True)
+        rates = {k: [] for k in (*sides, "ref")}
+        waits = {k: [] for k in (*sides, "ref")}
+        trainees = {"ours": ours, "compiled": compiled if args.compile else None}
         for r in range(args.rounds):
-            torch.set_num_threads(cores)             # FFCV sets torch threads to its own worker count
-            batches = cycle(ours_loader)
-            rate, wait = time_step(ours, batches, warmup, steps, B, device)
-            batches.close()                          # its threads stop before the reference runs
-            rates["ours"].append(rate)
-            waits["ours"].append(wait)
+            for side in sides:
+                torch.set_num_threads(cores)         # FFCV sets torch threads to its own worker count
+                batches = cycle(ours_loader)
+                rate, wait = time_step(trainees[side], batches, warmup, steps, B, device)
+                batches.close()                      # its threads stop before the next side runs
+                rates[side].append(rate)
+                waits[side].append(wait)
             torch.set_num_threads(cores)
             batches = iter_forever(ref_loader)
             rate, wait = reference_round(ref_model, ref_opt, batches, warmup, steps, B, device)
             batches.close()
             rates["ref"].append(rate)
             waits["ref"].append(wait)
-            print(f"# round {r + 1}: ours {rates['ours'][-1]:,.1f} pairs/s, reference {rates['ref'][-1]:,.1f} "
-                  f"pairs/s", flush=True)
+            print(f"# round {r + 1}: " + ", ".join(f"{'reference' if k == 'ref' else k} {v[-1]:,.1f} pairs/s"
+                                                    for k, v in rates.items()), flush=True)
+        cpu_rates = {side: [] for side in sides}
+        if not cuda and args.compile:
+            # Eager vs compiled model step on the process clock, one torch thread (no OpenMP spinning), synthetic
+            # views: the comparison load from other processes does not move.
+            torch.set_num_threads(1)
+            views = synthetic_views(B, cfg.data.image_size, device, cfg.training.seed + 1)
+            for r in range(args.rounds):
+                for side in sides:
+                    cpu_rates[side].append(process_clock_rate(trainees[side], views, steps))
+            torch.set_num_threads(cores)
+            print("# process clock, 1 thread: " + "; ".join(
+                f"{side} " + ", ".join(f"{v:.1f}" for v in cpu_rates[side]) for side in sides)
+                + " pairs per CPU-second", flush=True)
     best = {k: max(range(args.rounds), key=lambda i: v[i]) for k, v in rates.items()}
-    ours_rate, ref_rate = rates["ours"][best["ours"]], rates["ref"][best["ref"]]
+    rate = {k: rates[k][best[k]] for k in rates}
+    wait = {k: waits[k][best[k]] for k in waits}
+    columns = [*sides, "ref"]
+    ours_kind = ("FFCV + numba, {w} threads".format(w=workers), "stacked einsum, phi per view",
+                 f"{precision_name(ours.autocast_dtype)}, channels_last")
+    kinds = {"ours": ours_kind, "compiled": ours_kind,
+             "ref": (f"DataLoader + PIL, {workers} workers", "per-head loop, phi per pair", "fp32, NCHW")}
     rows = [
-        ("loader", f"FFCV + numba, {workers} threads", f"DataLoader + PIL, {workers} workers"),
-        ("heads / loss", "stacked einsum, phi per view", "per-head loop, phi per pair"),
-        ("precision, layout", f"{precision_name(ours.autocast_dtype)}, channels_last", "fp32, NCHW"),
-        ("step pairs/s", f"{ours_rate:,.1f}", f"{ref_rate:,.1f}"),
-        ("ms per step", f"{B / ours_rate * 1e3:,.1f}", f"{B / ref_rate * 1e3:,.1f}"),
-        ("waiting for data", f"{waits['ours'][best['ours']]:.1%}", f"{waits['ref'][best['ref']]:.1%}"),
+        ("loader", *(kinds[k][0] for k in columns)),
+        ("heads / loss", *(kinds[k][1] for k in columns)),
+        ("precision, layout", *(kinds[k][2] for k in columns)),
+        ("torch.compile", *(compile_backend() if k == "compiled" else "no" for k in columns)),
+        ("step pairs/s", *(f"{rate[k]:,.1f}" for k in columns)),
+        ("ms per step", *(f"{B / rate[k] * 1e3:,.1f}" for k in columns)),
+        ("waiting for data", *(f"{wait[k]:.1%}" for k in columns)),
     ]
-    w0, w1, w2 = (max(len(r[i]) for r in rows) for i in range(3))
-    w1, w2 = max(w1, 4), max(w2, 9)
+    if any(cpu_rates.values()):
+        med = {k: statistics.median(v) for k, v in cpu_rates.items()}
+        rows.append(("model step, pairs/CPU-s", *(f"{med[k]:,.1f}" if k in med else "-" for k in columns)))
+    header = ("", *("reference" if k == "ref" else k for k in columns))
+    widths = [max(len(r[i]) for r in (*rows, header)) for i in range(len(header))]
     print(f"# best of {args.rounds} alternating rounds, {steps} timed steps after {warmup} warm-up per round; "
           f"{cores} torch threads")
-    print(f"{'':<{w0}}  {'ours':>{w1}}  {'reference':>{w2}}")
-    for name, a, b in rows:
-        print(f"{name:<{w0}}  {a:>{w1}}  {b:>{w2}}")
-    print(f"speed-up (ours / reference): {ours_rate / ref_rate:.2f}x")
+    for row in (header, *rows):
+        print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+    print(f"speed-up (ours / reference): {rate['ours'] / rate['ref']:.2f}x")
+    if args.compile:
+        per_round = sorted(c / e for c, e in zip(rates["compiled"], rates["ours"]))
+        print(f"speed-up (compiled / ours eager), step with loader: {rate['compiled'] / rate['ours']:.2f}x best vs "
+              f"best; per round (back to back) {', '.join(f'{r:.2f}x' for r in per_round)}, "
+              f"median {statistics.median(per_round):.2f}x")
+    if any(cpu_rates.values()):
+        per_round = sorted(c / e for c, e in zip(cpu_rates["compiled"], cpu_rates["ours"]))
+        print(f"speed-up (compiled / ours eager), model step on the process clock, 1 thread: median "
+              f"{statistics.median(per_round):.2f}x (rounds {', '.join(f'{r:.2f}x' for r in per_round)})")
+        print("# 'model step, pairs/CPU-s': median over rounds of train_step on views in memory, 1 torch thread, "
+              "pairs per CPU-second of this process (robust to other processes' load)")
     return 0
 
 
