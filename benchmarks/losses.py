@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     rows = []
     for C in args.heads:
         torch.manual_seed(C)
-        m = AMCLContrastive(args.dim, C, topk=args.topk, validate=False).to(device)
+        m = AMCLContrastive(args.dim, C, topk=args.topk, form="ref", validate=False).to(device)
         za = torch.randn(C, args.batch, args.dim, device=device, requires_grad=True)
         zb = torch.randn(C, args.batch, args.dim, device=device, requires_grad=True)
         (tb, mb, vb, gb), (tl, ml, vl, gl) = measure([batched_loss, loop_loss], m, za, zb, device, args.repeats, 1,

@@ -71,7 +71,7 @@ class ReferenceAMCL(nn.Module):
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.m = AMCLContrastive(dim, heads, validate=False)            # phi and the constants
+        self.m = AMCLContrastive(dim, heads, form="ref", validate=False)            # phi and the constants
         self._others: dict = {}
 
     def others(self, B: int, device) -> torch.Tensor:
@@ -213,6 +213,31 @@ def reference_round(model, optimizer, batches, warmup: int, steps: int, batch_si
 
 @cli
 def main(argv=None) -> int:
+    """Build the sides, time them in alternating rounds, print each side's best round and the speed-ups."""
+    args = parse_args(argv)
+    if args.cuda:
+        torch.backends.cudnn.benchmark = True
+
+    diff = check_reference_loss()
+    x, y = images(args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, meta, ours_loader, ours = build_ours(args, x, y, tmp)
+        trainees, compiled_info = {"ours": ours}, None
+        if args.compile:
+            trainees["compiled"], parts, compile_s = build_compiled(args, cfg)
+            compiled_info = (parts, compile_s)
+        reference = build_reference(args, x, y, meta)
+        print_header(args, len(x), diff, compiled_info)
+        rates, waits = timed_rounds(args, trainees, ours_loader, reference)
+        cpu_rates = process_clock_rounds(args, trainees, cfg)
+    rate, wait = best_rounds(args.rounds, rates, waits)
+    print_table(args, [*trainees, "ref"], rate, wait, cpu_rates, precision_name(ours.autocast_dtype))
+    print_speedups(args, rates, rate, cpu_rates)
+    return 0
+
+
+def parse_args(argv) -> argparse.Namespace:
+    """The flags, with each device's defaults filled in (CPU runs must stay small enough for two cores)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--batch", type=int, default=None, help="default: 64 on CPU, 512 on CUDA")
@@ -229,114 +254,148 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", type=int, choices=[0, 1], default=1,
                     help="1 = also time our step compiled (training.compile=1) beside the eager one")
     args = ap.parse_args(argv)
-    cuda = args.device == "cuda"
+    args.cuda = cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible; run with --device cpu or on a GPU machine")
-    B = args.batch or (512 if cuda else 64)
-    steps, warmup = args.steps or (30 if cuda else 2), args.warmup if args.warmup is not None else (5 if cuda else 1)
-    stem = args.stem or ("cifar" if cuda else "imagenet")
-    cores = machine.usable_cores()
-    workers = args.workers or (min(16, cores) if cuda else 2)
-    if B < 2 or steps < 1 or args.rounds < 1 or args.heads < 1:
+    args.batch = args.batch or (512 if cuda else 64)
+    args.steps = args.steps or (30 if cuda else 2)
+    args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    args.stem = args.stem or ("cifar" if cuda else "imagenet")
+    args.cores = machine.usable_cores()
+    args.workers = args.workers or (min(16, args.cores) if cuda else 2)
+    if args.batch < 2 or args.steps < 1 or args.rounds < 1 or args.heads < 1:
         raise UserError("--batch >= 2, --steps, --rounds and --heads >= 1")
-    device = torch.device("cuda" if cuda else "cpu")
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    args.images = args.images or (50000 if cuda else 1437)
+    args.torch_device = torch.device("cuda" if cuda else "cpu")
+    return args
 
-    diff = check_reference_loss()
-    x, y = images(args.images or (50000 if cuda else 1437))
-    with tempfile.TemporaryDirectory() as tmp:
-        from ffcv_amcl.data.meta import read_meta
-        from ffcv_amcl.data.write import ArrayDataset, write_beton
 
-        beton = Path(tmp) / "bench.beton"
-        with contextlib.redirect_stdout(sys.stderr):           # its progress line is not part of the table
-            write_beton(beton, ArrayDataset(x, y), num_workers=min(cores, 8),
-                        meta={"dataset": "digits-tiled", "split": "train", "num_classes": 10})
-        meta = read_meta(beton)
-        cfg, _ = parse_config([f"--data.train_dataset={beton}", f"--data.num_workers={workers}",
-                               "--data.augs=default", "--model.method=simclr", "--model.amcl=1",
-                               f"--model.heads={args.heads}", f"--model.stem={stem}",
-                               f"--training.batch_size={B}", "--training.lr=0.06",
-                               f"--training.device={args.device}",
-                               f"--training.precision={'bf16' if cuda else 'fp32'}", "--eval.knn_every=0",
-                               f"--logging.folder={tmp}/run"], world_size=1)
-        ours_loader = make_loaders(cfg, dist.DistInfo(device=device))[0]
-        ours = make_trainee(cfg, device, total_steps=args.rounds * (warmup + steps))
-        sides = ["ours"]
-        if args.compile:
-            total = args.rounds * (warmup + steps) + 1
-            compiled = make_trainee(cfg, device, total_steps=total)
-            parts = compile_model(compiled.model)
-            torch.set_num_threads(cores)
-            started = time.perf_counter()                        # the first step compiles
-            compiled.train_step(synthetic_views(B, cfg.data.image_size, device, cfg.training.seed), total)
-            if cuda:
-                torch.cuda.synchronize()
-            compile_s = time.perf_counter() - started
-            sides.append("compiled")
+def build_ours(args, x, y, tmp: str) -> tuple:
+    """(config, .beton sidecar, loader, trainee) of our side: the images written to a .beton in `tmp`, read by
+    the trainer's own loader and trained by its own train_step."""
+    from ffcv_amcl.data.meta import read_meta
+    from ffcv_amcl.data.write import ArrayDataset, write_beton
 
-        torch.manual_seed(0)
-        ref_model = ReferenceSimCLR(args.heads, stem).to(device)
-        ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
-        ref_loader = torch.utils.data.DataLoader(TwoViewPIL(x, y, meta["mean"], meta["std"]), batch_size=B,
-                                                 shuffle=True, num_workers=workers, pin_memory=cuda,
-                                                 drop_last=True)
-        print(f"# SimCLR-AMCL training step, ResNet-18 ({stem} stem), C={args.heads}, batch {B}, 32x32, "
-              f"{len(x)} images, {args.device}", flush=True)
-        print(f"# machine: {machine.one_line(machine.describe(str(device)))}", flush=True)
-        print(f"# reference loss re-creation = benchmarks/losses.py reference_loss = AMCLContrastive "
-              f"(max rel diff {diff:.0e}, float64 check)", flush=True)
-        if args.compile:
-            print(f"# compiled: compile_model -> torch.compile(backend={compile_backend()}) of {', '.join(parts)}; "
-                  f"first step (compilation) {compile_s:,.1f} s, excluded from the rates", flush=True)
-        rates = {k: [] for k in (*sides, "ref")}
-        waits = {k: [] for k in (*sides, "ref")}
-        trainees = {"ours": ours, "compiled": compiled if args.compile else None}
-        for r in range(args.rounds):
-            for side in sides:
-                torch.set_num_threads(cores)         # FFCV sets torch threads to its own worker count
-                batches = cycle(ours_loader)
-                rate, wait = time_step(trainees[side], batches, warmup, steps, B, device)
-                batches.close()                      # its threads stop before the next side runs
-                rates[side].append(rate)
-                waits[side].append(wait)
-            torch.set_num_threads(cores)
-            batches = iter_forever(ref_loader)
-            rate, wait = reference_round(ref_model, ref_opt, batches, warmup, steps, B, device)
-            batches.close()
-            rates["ref"].append(rate)
-            waits["ref"].append(wait)
-            print(f"# round {r + 1}: " + ", ".join(f"{'reference' if k == 'ref' else k} {v[-1]:,.1f} pairs/s"
-                                                    for k, v in rates.items()), flush=True)
-        cpu_rates = {side: [] for side in sides}
-        if not cuda and args.compile:
-            # Eager vs compiled model step on the process clock, one torch thread (no OpenMP spinning), synthetic
-            # views: the comparison load from other processes does not move.
-            torch.set_num_threads(1)
-            views = synthetic_views(B, cfg.data.image_size, device, cfg.training.seed + 1)
-            for r in range(args.rounds):
-                for side in sides:
-                    cpu_rates[side].append(process_clock_rate(trainees[side], views, steps))
-            torch.set_num_threads(cores)
-            print("# process clock, 1 thread: " + "; ".join(
-                f"{side} " + ", ".join(f"{v:.1f}" for v in cpu_rates[side]) for side in sides)
-                + " pairs per CPU-second", flush=True)
-    best = {k: max(range(args.rounds), key=lambda i: v[i]) for k, v in rates.items()}
-    rate = {k: rates[k][best[k]] for k in rates}
-    wait = {k: waits[k][best[k]] for k in waits}
-    columns = [*sides, "ref"]
-    ours_kind = ("FFCV + numba, {w} threads".format(w=workers), "stacked einsum, phi per view",
-                 f"{precision_name(ours.autocast_dtype)}, channels_last")
+    beton = Path(tmp) / "bench.beton"
+    with contextlib.redirect_stdout(sys.stderr):           # its progress line is not part of the table
+        write_beton(beton, ArrayDataset(x, y), num_workers=min(args.cores, 8),
+                    meta={"dataset": "digits-tiled", "split": "train", "num_classes": 10})
+    meta = read_meta(beton)
+    cfg, _ = parse_config([f"--data.train_dataset={beton}", f"--data.num_workers={args.workers}",
+                           "--data.augs=default", "--model.method=simclr", "--model.amcl=1",
+                           f"--model.heads={args.heads}", f"--model.stem={args.stem}",
+                           f"--training.batch_size={args.batch}", "--training.lr=0.06",
+                           f"--training.device={args.device}",
+                           f"--training.precision={'bf16' if args.cuda else 'fp32'}", "--eval.knn_every=0",
+                           f"--logging.folder={tmp}/run"], world_size=1)
+    device = args.torch_device
+    loader = make_loaders(cfg, dist.DistInfo(device=device))[0]
+    return cfg, meta, loader, make_trainee(cfg, device, total_steps=args.rounds * (args.warmup + args.steps))
+
+
+def build_compiled(args, cfg) -> tuple:
+    """(trainee, compiled parts, compile seconds) of the compiled side: compiled by its first step, timed here
+    so that the rates exclude it."""
+    total = args.rounds * (args.warmup + args.steps) + 1
+    compiled = make_trainee(cfg, args.torch_device, total_steps=total)
+    parts = compile_model(compiled.model)
+    torch.set_num_threads(args.cores)
+    started = time.perf_counter()                        # the first step compiles
+    views = synthetic_views(args.batch, cfg.data.image_size, args.torch_device, cfg.training.seed)
+    compiled.train_step(views, total)
+    if args.cuda:
+        torch.cuda.synchronize()
+    return compiled, parts, time.perf_counter() - started
+
+
+def build_reference(args, x, y, meta: dict) -> tuple:
+    """(model, optimiser, DataLoader) of the reference side, normalised with the .beton's own mean and std."""
+    torch.manual_seed(0)
+    model = ReferenceSimCLR(args.heads, args.stem).to(args.torch_device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
+    loader = torch.utils.data.DataLoader(TwoViewPIL(x, y, meta["mean"], meta["std"]), batch_size=args.batch,
+                                         shuffle=True, num_workers=args.workers, pin_memory=args.cuda,
+                                         drop_last=True)
+    return model, optimizer, loader
+
+
+def print_header(args, count: int, diff: float, compiled_info) -> None:
+    """What is measured, on what, and that the reference loss was checked: the '#' lines above the rounds."""
+    print(f"# SimCLR-AMCL training step, ResNet-18 ({args.stem} stem), C={args.heads}, batch {args.batch}, 32x32, "
+          f"{count} images, {args.device}", flush=True)
+    print(f"# machine: {machine.one_line(machine.describe(str(args.torch_device)))}", flush=True)
+    print(f"# reference loss re-creation = benchmarks/losses.py reference_loss = AMCLContrastive "
+          f"(max rel diff {diff:.0e}, float64 check)", flush=True)
+    if compiled_info:
+        parts, compile_s = compiled_info
+        print(f"# compiled: compile_model -> torch.compile(backend={compile_backend()}) of {', '.join(parts)}; "
+              f"first step (compilation) {compile_s:,.1f} s, excluded from the rates", flush=True)
+
+
+def timed_rounds(args, trainees: dict, ours_loader, reference) -> tuple[dict, dict]:
+    """({side: pairs/s per round}, {side: data-wait share per round}), the sides alternating within each round
+    so that load from other processes hits them alike."""
+    rates = {k: [] for k in (*trainees, "ref")}
+    waits = {k: [] for k in (*trainees, "ref")}
+    model, optimizer, loader = reference
+    for r in range(args.rounds):
+        for side, trainee in trainees.items():
+            torch.set_num_threads(args.cores)         # FFCV sets torch threads to its own worker count
+            batches = cycle(ours_loader)
+            rate, wait = time_step(trainee, batches, args.warmup, args.steps, args.batch, args.torch_device)
+            batches.close()                      # its threads stop before the next side runs
+            rates[side].append(rate)
+            waits[side].append(wait)
+        torch.set_num_threads(args.cores)
+        batches = iter_forever(loader)
+        rate, wait = reference_round(model, optimizer, batches, args.warmup, args.steps, args.batch,
+                                     args.torch_device)
+        batches.close()
+        rates["ref"].append(rate)
+        waits["ref"].append(wait)
+        print(f"# round {r + 1}: " + ", ".join(f"{'reference' if k == 'ref' else k} {v[-1]:,.1f} pairs/s"
+                                                for k, v in rates.items()), flush=True)
+    return rates, waits
+
+
+def process_clock_rounds(args, trainees: dict, cfg) -> dict:
+    """{side: pairs per CPU-second per round} of the eager and compiled model steps on the CPU (empty lists on
+    CUDA or without --compile): one torch thread (no OpenMP spinning) and synthetic views, so that load from
+    other processes does not move the comparison."""
+    cpu_rates = {side: [] for side in trainees}
+    if args.cuda or not args.compile:
+        return cpu_rates
+    torch.set_num_threads(1)
+    views = synthetic_views(args.batch, cfg.data.image_size, args.torch_device, cfg.training.seed + 1)
+    for _ in range(args.rounds):
+        for side, trainee in trainees.items():
+            cpu_rates[side].append(process_clock_rate(trainee, views, args.steps))
+    torch.set_num_threads(args.cores)
+    print("# process clock, 1 thread: " + "; ".join(
+        f"{side} " + ", ".join(f"{v:.1f}" for v in cpu_rates[side]) for side in trainees)
+        + " pairs per CPU-second", flush=True)
+    return cpu_rates
+
+
+def best_rounds(rounds: int, rates: dict, waits: dict) -> tuple[dict, dict]:
+    """Each side's (rate, wait) from its fastest round: the one least disturbed by other processes."""
+    best = {k: max(range(rounds), key=lambda i: v[i]) for k, v in rates.items()}
+    return {k: rates[k][best[k]] for k in rates}, {k: waits[k][best[k]] for k in waits}
+
+
+def print_table(args, columns: list, rate: dict, wait: dict, cpu_rates: dict, ours_precision: str) -> None:
+    """The side-by-side table: how each side is built, then its best step rate and data wait."""
+    ours_kind = ("FFCV + numba, {w} threads".format(w=args.workers), "stacked einsum, phi per view",
+                 f"{ours_precision}, channels_last")
     kinds = {"ours": ours_kind, "compiled": ours_kind,
-             "ref": (f"DataLoader + PIL, {workers} workers", "per-head loop, phi per pair", "fp32, NCHW")}
+             "ref": (f"DataLoader + PIL, {args.workers} workers", "per-head loop, phi per pair", "fp32, NCHW")}
     rows = [
         ("loader", *(kinds[k][0] for k in columns)),
         ("heads / loss", *(kinds[k][1] for k in columns)),
         ("precision, layout", *(kinds[k][2] for k in columns)),
         ("torch.compile", *(compile_backend() if k == "compiled" else "no" for k in columns)),
         ("step pairs/s", *(f"{rate[k]:,.1f}" for k in columns)),
-        ("ms per step", *(f"{B / rate[k] * 1e3:,.1f}" for k in columns)),
+        ("ms per step", *(f"{args.batch / rate[k] * 1e3:,.1f}" for k in columns)),
         ("waiting for data", *(f"{wait[k]:.1%}" for k in columns)),
     ]
     if any(cpu_rates.values()):
@@ -344,10 +403,14 @@ def main(argv=None) -> int:
         rows.append(("model step, pairs/CPU-s", *(f"{med[k]:,.1f}" if k in med else "-" for k in columns)))
     header = ("", *("reference" if k == "ref" else k for k in columns))
     widths = [max(len(r[i]) for r in (*rows, header)) for i in range(len(header))]
-    print(f"# best of {args.rounds} alternating rounds, {steps} timed steps after {warmup} warm-up per round; "
-          f"{cores} torch threads")
+    print(f"# best of {args.rounds} alternating rounds, {args.steps} timed steps after {args.warmup} warm-up per "
+          f"round; {args.cores} torch threads")
     for row in (header, *rows):
         print(f"{row[0]:<{widths[0]}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(row[1:], widths[1:])))
+
+
+def print_speedups(args, rates: dict, rate: dict, cpu_rates: dict) -> None:
+    """The ratios under the table: ours vs the reference, and compiled vs eager (best, per round, process clock)."""
     print(f"speed-up (ours / reference): {rate['ours'] / rate['ref']:.2f}x")
     if args.compile:
         per_round = sorted(c / e for c, e in zip(rates["compiled"], rates["ours"]))
@@ -360,7 +423,6 @@ def main(argv=None) -> int:
               f"{statistics.median(per_round):.2f}x (rounds {', '.join(f'{r:.2f}x' for r in per_round)})")
         print("# 'model step, pairs/CPU-s': median over rounds of train_step on views in memory, 1 torch thread, "
               "pairs per CPU-second of this process (robust to other processes' load)")
-    return 0
 
 
 def iter_forever(loader):

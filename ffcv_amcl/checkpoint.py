@@ -22,22 +22,33 @@ FORMAT = 1
 # Settings a checkpoint's weights depend on: resuming or evaluating with other values cannot work.
 MODEL_KEYS = ("model.arch", "model.method", "model.amcl", "model.heads", "model.stem", "model.proj_dim",
               "model.proj_hidden", "model.pred_hidden", "data.image_size", "loss.queue_size", "loss.tau_hidden")
+# Settings a resumed run must keep: the weights' and the objective's (the same weights trained on under another
+# AMCL form would silently become another experiment).
+RESUME_KEYS = (*MODEL_KEYS, "loss.amcl_form", "loss.nll_dim")
+# What checkpoints written before a setting existed ran with.
+LEGACY = {"loss.amcl_form": "ref"}
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
     return f"ckpt_e{epoch:04d}_s{step:08d}.pt"
 
 
-def save_checkpoint(folder: str | os.PathLike, state: dict) -> Path:
-    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt via a temporary file + rename.
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """torch.save `obj` to `path` atomically (temporary file + rename), loadable with weights_only=True.
 
     torch.save writes through our own file object: given a path, its C++ writer reports a full disk as
     'enforce fail at inline_container.cc'; through a Python file the OSError stays in the chain, and
-    atomic_path turns it into one line (UserError) naming the checkpoint and the cause."""
-    path = Path(folder) / checkpoint_name(int(state["epoch"]), int(state["step"]))
+    atomic_path turns it into one line (UserError) naming the file and the cause."""
+    path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        torch.save(obj, f)
     return path
+
+
+def save_checkpoint(folder: str | os.PathLike, state: dict) -> Path:
+    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt (save_torch)."""
+    return save_torch({"format": FORMAT, **state},
+                      Path(folder) / checkpoint_name(int(state["epoch"]), int(state["step"])))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -87,8 +98,9 @@ def find_latest(folder: str | os.PathLike, map_location="cpu", *, warn=_warn) ->
 def config_mismatch(saved: dict, current: dict, keys=MODEL_KEYS) -> str | None:
     """First setting in `keys` whose value differs, as 'key: checkpoint X, config Y'; None when all agree."""
     for key in keys:
-        if key in saved and key in current and saved[key] != current[key]:
-            return f"{key}: checkpoint {saved[key]!r}, config {current[key]!r}"
+        old = saved.get(key, LEGACY.get(key))
+        if old is not None and key in current and old != current[key]:
+            return f"{key}: checkpoint {old!r}, config {current[key]!r}"
     return None
 
 

@@ -26,7 +26,7 @@ from fastargs.validation import Checker
 
 from ffcv_amcl.errors import ArgumentParser, UserError, check
 
-from ffcv_amcl.losses.amcl import FORM_TAU_MIN, FORMS
+from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCHS
 from ffcv_amcl.model.methods import METHODS
 
@@ -194,7 +194,7 @@ SPEC = {
         tau_min=_f(-1.0, desc="AMCL lowest temperature (-1 = the form's default: 1e-5 ref, 0.02 hetero and post)"),
         tau_max=_f(2.0, 0, desc="AMCL highest temperature"),
         tau_hidden=_i(128, 1, desc="AMCL temperature-network hidden size"),
-        amcl_form=_c("hetero", *FORMS, desc="AMCL loss form: ref (the reference code's, unbounded), hetero "
+        amcl_form=_c(DEFAULT_FORM, *FORMS, desc="AMCL loss form: ref (the reference code's, unbounded), hetero "
                                           "(bounded, phi learns from the positives' Gaussian NLL), post (posterior)"),
         nll_dim=_f(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
         queue_size=_i(4096, 1, desc="MoCo negatives per head"),
@@ -376,6 +376,7 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
     check(set(d.augs_b) <= set("abcde") or d.augs_b == "default",
           f"data.augs_b='{d.augs_b}': use letters from abcde or '' for the same as data.augs")
     check(0 < l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min}, loss.tau_max={l.tau_max}: need 0 < tau_min < tau_max")
+    check(l.nll_dim > 0, f"loss.nll_dim={l.nll_dim}: the Gaussian NLL's dimension must be above 0 (default 2)")
     check(not (l.ascl and m.amcl and l.amcl_form == "ref"),
           "ASCL's soft targets need a softmax over the candidates and AMCL's ref form has none: use "
           "--loss.amcl_form=hetero with --loss.ascl=1, or --model.amcl=0")

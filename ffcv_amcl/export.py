@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision import models
 
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import restore_model
+from ffcv_amcl.checkpoint import restore_model, save_torch
 from ffcv_amcl.errors import ArgumentParser, UserError, check, cli
 from ffcv_amcl.model.backbone import resolve_stem
 
@@ -95,8 +94,7 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict:
     stem = resolve_stem(cfg.model.stem, cfg.data.image_size)
     info = describe(cfg, model, state, checkpoint, out, stem, torchvision_differences(cfg.model.arch, weights, stem))
     text = json.dumps(info, indent=2) + "\n"
-    with atomic_path(out) as tmp:
-        torch.save(weights, tmp)
+    save_torch(weights, out)
     with atomic_path(sidecar) as tmp:
         tmp.write_text(text)
     return info

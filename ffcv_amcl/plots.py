@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -33,7 +32,7 @@ from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import config_mismatch, find_latest, restore_model
 from ffcv_amcl.errors import ArgumentParser, UserError, check, cli, user_io
 from ffcv_amcl.model.methods.base import view_pair_masks
-from ffcv_amcl.run_folder import MetricsLog
+from ffcv_amcl.run_folder import MetricsLog, warn
 
 matplotlib.use("Agg")  # files only, no display
 POS, NEG = "#1f77b4", "#d62728"
@@ -55,7 +54,7 @@ def read_metrics(run: Path) -> list[dict]:
 
 def load_run(run: Path, device: torch.device):
     """(model in eval mode with the newest checkpoint's weights, its config, the checkpoint path, state)."""
-    found = find_latest(run, warn=lambda msg: print(msg, file=sys.stderr, flush=True))
+    found = find_latest(run)
     check(found is not None, f"run folder {run} holds no loadable checkpoint (ckpt_e*_s*.pt): train until one "
                              f"is saved (training.checkpoint_every, or the end of the run)")
     path, state = found
@@ -107,8 +106,8 @@ def head_pairs(model, view_a, view_b) -> dict:
     pairs = model.temperature_pairs(view_a, view_b)
     if pairs is None:
         if getattr(model, "amcl", False):
-            print("plots: temperature histograms skipped: this model's temperature network takes batches of "
-                  "exactly its training batch size", file=sys.stderr, flush=True)
+            warn("plots: temperature histograms skipped: this model's temperature network takes batches of "
+                 "exactly its training batch size")
         return out
     out.update(tau_pos=[t[pairs.pos].cpu().numpy() for t in pairs.tau],
                tau_neg=[t[pairs.neg].cpu().numpy() for t in pairs.tau], tau_kind=pairs.kind)
@@ -254,8 +253,7 @@ def curve_figures(records: list[dict], out_dir: Path, name: str, cfg) -> list[Pa
               ylabel="online linear top-1 (%)", label="online linear probe, validation top-1"),
     ) if p is not None]
     if not any(p.name == "knn.png" for p in written):
-        print("plots: no kNN records in metrics.jsonl (eval.knn_every=0 or no val set): knn.png not written",
-              flush=True)
+        warn("plots: no kNN records in metrics.jsonl (eval.knn_every=0 or no val set): knn.png not written")
     return written
 
 
@@ -299,7 +297,7 @@ def make_plots(run: str, out: str, *, batch_size: int = 256, device: str = "auto
     val = val_dataset or cfg.data.val_dataset
     if not val:
         val = cfg.data.train_dataset
-        print(f"plots: the run has no data.val_dataset; using {val} (or pass --val-dataset)", flush=True)
+        warn(f"plots: the run has no data.val_dataset; using {val} (or pass --val-dataset)")
     check(Path(val).is_file(), f"validation dataset {val} (from the checkpoint's config) not found: pass "
                                f"--val-dataset=path/to/val.beton")
     n = getattr(model.criterion, "batch_size", batch_size)  # Barlow Twins-AMCL: phi_b needs this exact batch

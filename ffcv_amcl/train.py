@@ -24,7 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.atomic import atomic_path, remove_stale_temps
-from ffcv_amcl.checkpoint import config_mismatch, find_latest, load_checkpoint, load_weights, save_checkpoint
+from ffcv_amcl.checkpoint import (RESUME_KEYS, config_mismatch, find_latest, load_checkpoint, load_weights,
+                                  save_checkpoint)
 from ffcv_amcl.config import parse_config, to_flat
 from ffcv_amcl.errors import UserError, check_writable_dir, cli, user_io
 from ffcv_amcl.evaluation import extract_features, knn_top1
@@ -110,13 +111,6 @@ def features_of(model: SSLModel, loader, device, autocast_dtype):
         return extract_features(model.features, loader, device=device, autocast_dtype=autocast_dtype)
     finally:
         model.train()
-
-
-def knn_monitor(model: SSLModel, train_loader, val_loader, cfg, device, autocast_dtype) -> float:
-    """kNN top-1 (percent) of the backbone's L2-normalised features; the model is left in train mode."""
-    f_tr, y_tr = features_of(model, train_loader, device, autocast_dtype)
-    f_va, y_va = features_of(model, val_loader, device, autocast_dtype)
-    return knn_top1(f_tr, y_tr, f_va, y_va, k=cfg.eval.knn_k, t=cfg.eval.knn_t)
 
 
 class EpochStats:
@@ -286,14 +280,14 @@ def read_resume(cfg, folder: Path, cfg_flat: dict) -> tuple[Path | None, dict | 
         path, state = found
     else:
         path, state = Path(t.resume), load_checkpoint(t.resume)
-    diff = config_mismatch(state["config"], cfg_flat)
+    diff = config_mismatch(state["config"], cfg_flat, RESUME_KEYS)
     if diff:
         raise UserError(f"checkpoint {path} does not match this config ({diff}): use another logging.folder, or "
                         f"start over with --training.resume=none --training.overwrite=1")
     return path, state
 
 
-def prepare_folder(cfg, info: dist.DistInfo, cfg_flat: dict, facts: dict):
+def prepare_folder(cfg, info: dist.DistInfo):
     """Rank 0 creates and locks the folder, clears a fresh run's old files and writes config.json; returns the
     lock handle (None on other ranks)."""
     folder, lock = Path(cfg.logging.folder), None
@@ -334,7 +328,7 @@ def start_run(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> Run:
     """Everything a run needs, restored from a checkpoint when resuming."""
     t = cfg.training
     cfg_flat = to_flat(cfg)
-    lock = prepare_folder(cfg, info, cfg_flat, facts)
+    lock = prepare_folder(cfg, info)
     folder = Path(cfg.logging.folder)
     resumed_from, state = read_resume(cfg, folder, cfg_flat)   # before building anything: mismatches fail fast
     train_loader, *evals = make_loaders(cfg, info)
@@ -439,9 +433,10 @@ def save_preempted(run: Run, res: EpochResult) -> None:
     """SIGTERM mid-epoch: save where we are, nothing else."""
     partial = run.stats.state()
     run.checkpoint(res.batches, partial)
-    print(f"stopped by SIGTERM at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
-          f"{run.steps_per_epoch}); saved {run.last_ckpt}; continue with the same command "
-          f"(--training.resume=auto)", file=sys.stderr, flush=True)
+    if run.info.is_main:
+        print(f"stopped by SIGTERM at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
+              f"{run.steps_per_epoch}); saved {run.last_ckpt}; continue with the same command "
+              f"(--training.resume=auto)", file=sys.stderr, flush=True)
     run.losses += run.stats.summary()["step_losses"]
 
 
@@ -541,6 +536,8 @@ def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
             end_epoch(run, res)
     finally:
         run.metrics.close()
+        if run.lock is not None:
+            run.lock.close()                    # the folder is free for the next training
     return {"records": run.records, "losses": run.losses, "checkpoint": str(run.last_ckpt) if run.last_ckpt else None,
             "step": run.step, "epoch": run.epoch, "stopped": stop.set}
 

@@ -132,3 +132,14 @@ def test_disk_full_at_save_on_a_small_tmpfs(tmp_path):
         with pytest.raises(UserError, match=r"^no space left on device writing .*ckpt_e0001_s00000010\.pt: free"):
             save_checkpoint(small, state)
         assert os.listdir(small) == []
+
+
+def test_a_resume_keeps_the_amcl_form_and_old_checkpoints_count_as_ref():
+    from ffcv_amcl.checkpoint import RESUME_KEYS, config_mismatch
+
+    now = {"model.heads": 3, "loss.amcl_form": "hetero", "loss.nll_dim": 2.0}
+    assert config_mismatch({"model.heads": 3, "loss.amcl_form": "hetero", "loss.nll_dim": 2.0}, now, RESUME_KEYS) is None
+    assert config_mismatch({"model.heads": 3, "loss.amcl_form": "post"}, now, RESUME_KEYS) == \
+        "loss.amcl_form: checkpoint 'post', config 'hetero'"
+    assert "checkpoint 'ref'" in config_mismatch({"model.heads": 3}, now, RESUME_KEYS)      # written before the setting
+    assert config_mismatch({"model.heads": 3}, now) is None                 # eval/plots: the weights fit either form

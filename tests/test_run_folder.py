@@ -22,6 +22,7 @@ def epochs(folder):
 
 
 def test_a_second_training_in_a_locked_folder_exits_naming_the_holder(data, tmp_path):
+    """...and once the folder is free, the next training removes temporary files of writers that are gone."""
     import os
 
     holder = lock_folder(tmp_path)              # as a running training holds it
@@ -32,7 +33,10 @@ def test_a_second_training_in_a_locked_folder_exits_naming_the_holder(data, tmp_
         assert not (tmp_path / "metrics.jsonl").exists() and not list_checkpoints(tmp_path)
     finally:
         holder.close()                          # the OS lock goes with the file (and with the process)
+    stale = tmp_path / ".ckpt_e0001_s00000004.pt.tmp-999999"             # left by a writer killed with -9
+    stale.write_bytes(b"\0" * 64)
     run(tiny_args(data[0], tmp_path, "--training.max_steps=1"))
+    assert not stale.exists()
 
 
 def test_resume_none_starts_over_or_refuses(data, tmp_path):

@@ -60,3 +60,13 @@ def test_temperatures_at_a_bound_give_one_warning_line(data, tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if "sit at a bound" in line]
     assert len(err) == 1 and err[0].startswith("warning: epoch 1: 100% of the positive-pair temperatures")
     assert "--loss.amcl_form" in err[0]
+
+
+def test_the_probe_draws_nothing_from_the_global_random_stream():
+    from ffcv_amcl.evaluation.online import OnlineProbe
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    probe = OnlineProbe(512, 10, lr=0.1, total_steps=10, device=torch.device("cpu"))
+    assert torch.equal(torch.rand(4), expected) and probe.linear.weight.abs().sum() == 0

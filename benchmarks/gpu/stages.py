@@ -252,79 +252,115 @@ def _fmt(x, spec=",.0f", none="-"):
 
 def summary(run: dict) -> str:
     """The run's table: stages, profiler, epochs (eager vs compiled, AMCL on vs off), tests, the goal."""
-    env, lines = run.get("env", {}), []
+    env, p = run.get("env", {}), run.get("profile")
+    lines = _summary_header(env, run.get("data", {}))
+    lines += _summary_stages(run.get("stages", {}))
+    if p:
+        lines += _summary_profile(p)
+    lines += _summary_epochs(run.get("epochs", {}), env, p)
+    lines += _summary_syncs(run.get("syncs"))
+    lines += _summary_tests(run.get("tests"))
+    return "\n".join(lines)
+
+
+def _summary_header(env: dict, data: dict) -> list[str]:
+    """Where the figures come from: the machine, dry run or not, and the .beton written."""
     m = env.get("machine", {})
     where = (f"{m.get('gpu', m.get('cpu', '?'))}, {m.get('cores', '?')} cores, torch {env.get('torch', '?')}, "
              f"Python {env.get('python', '?')}" if env else "environment not recorded")
-    data = run.get("data", {})
-    lines.append(f"# GPU run{' (DRY RUN on the CPU, tiny sizes)' if env.get('dry_run') else ''}: {where}")
+    lines = [f"# GPU run{' (DRY RUN on the CPU, tiny sizes)' if env.get('dry_run') else ''}: {where}"]
     if data:
         lines.append(f"# data: synthetic CIFAR-sized .beton, {data['images']:,} random {data['side']}x{data['side']} "
                      f"images, written in {data['write_s']:.1f} s by {data['workers']} writer process(es)")
-    stages = run.get("stages", {})
-    if stages:
-        w = max(len(n) for n in stages)
-        lines.append(f"{'stage':<{w}}  {'status':<10} {'s':>5} {'limit s':>8}")
-        for name, s in stages.items():
-            lines.append(f"{name:<{w}}  {s['status']:<10} {_fmt(s.get('seconds'), '5.0f'):>5} "
-                         f"{_fmt(s.get('limit'), '8.0f'):>8}")
-    p = run.get("profile")
-    if p:
-        step_ms = p["batch_size"] / p["step_pairs_per_s"] * 1e3
-        mem = p.get("peak_memory_mib")
-        d = collections.defaultdict(lambda: "?", p)            # descriptive fields beyond profile.KEYS
-        lines += [
-            f"profiler: {d['method']}{'-AMCL' if p.get('amcl') else ''} C={d['heads']}, {d['arch']}, batch "
-            f"{p['batch_size']}, {d['image_size']} px, {d['precision']}, {d['loader_threads']} loader workers",
-            f"  loader only          {_fmt(p['loader_pairs_per_s']):>10} pairs/s",
-            f"  model only           {_fmt(p['model_pairs_per_s']):>10} pairs/s   (fwd+bwd+optimiser, data on the device)",
-            f"  loss only            {p['loss_ms']:>10.2f} ms        ({p['loss_ms'] / step_ms:.1%} of a step)",
-            f"  full step            {_fmt(p['step_pairs_per_s']):>10} pairs/s   ({step_ms:.1f} ms/step, waiting for data "
-            f"{_fmt(p.get('data_wait_share'), '.1%')})",
-            f"  bottleneck: {p['bottleneck']}" + (f"; peak memory {mem:,.0f} MiB" if mem is not None else ""),
-        ]
-    epochs = run.get("epochs", {})
-    if epochs:
-        any_e = next(iter(epochs.values()))
-        precision = "fp32 (CPU)" if env.get("dry_run") else "bf16 autocast"
-        lines.append(f"one epoch (the last of {any_e['epochs']}; {any_e['steps_per_epoch']} steps, "
-                     f"{any_e['pairs_per_epoch']:,} pairs), {precision}, channels_last")
-        lines.append("  variant              compile     s/epoch     pairs/s   vs eager   first epoch s")
-        for name, (label, _, comp) in VARIANTS.items():
-            e = epochs.get(name)
-            if e is None:
-                continue
-            eager = epochs.get(name.replace("compiled", "eager"))
-            ratio = (f"{e['pairs_per_s'] / eager['pairs_per_s']:.2f}x" if comp and eager else "")
-            mode = ("compiled" if e["compiled"] else "NOT compiled") if comp else "eager"
-            lines.append(f"  {label:<20} {mode:<12} {e['seconds_per_epoch']:>7.2f} {_fmt(e['pairs_per_s']):>11} "
-                         f"{ratio:>9} {e['first_epoch_s']:>14.1f}")
-        a, b = epochs.get("amcl-eager"), epochs.get("base-eager")
-        if a and b:
-            lines.append(f"  AMCL on / off (eager): {a['pairs_per_s'] / b['pairs_per_s']:.2f}x pairs/s")
-        if any(VARIANTS[n][2] and not e["compiled"] for n, e in epochs.items() if n in VARIANTS):
-            lines.append("  NOT compiled: --training.compile=1 did not reach compile_model (see train.py)")
-        best = [e for n, e in epochs.items() if n.startswith("amcl")]
-        if best and not env.get("dry_run"):
-            top = max(best, key=lambda e: e["pairs_per_s"])
-            per_cifar = 50_000 / top["pairs_per_s"]
-            lines.append(f"goal (2 s per CIFAR-10 epoch, {GOAL_PAIRS:,} pairs/s): SimCLR-AMCL best {per_cifar:.2f} s per "
-                         f"50,000 images -> {'met' if per_cifar <= GOAL_SECONDS else 'not met'}"
-                         + (f"; loader {'is' if p and p['bottleneck'] == 'loader' else 'is not'} the bottleneck"
-                            if p else ""))
-    sy = run.get("syncs")
+    return lines
+
+
+def _summary_stages(stages: dict) -> list[str]:
+    """Each stage's status and time against its limit: which parts of the run are complete."""
+    if not stages:
+        return []
+    w = max(len(n) for n in stages)
+    lines = [f"{'stage':<{w}}  {'status':<10} {'s':>5} {'limit s':>8}"]
+    for name, s in stages.items():
+        lines.append(f"{name:<{w}}  {s['status']:<10} {_fmt(s.get('seconds'), '5.0f'):>5} "
+                     f"{_fmt(s.get('limit'), '8.0f'):>8}")
+    return lines
+
+
+def _summary_profile(p: dict) -> list[str]:
+    """The profiler's split of a step (loader, model, loss, full step): where the time goes."""
+    step_ms = p["batch_size"] / p["step_pairs_per_s"] * 1e3
+    mem = p.get("peak_memory_mib")
+    d = collections.defaultdict(lambda: "?", p)            # descriptive fields beyond profile.KEYS
+    return [
+        f"profiler: {d['method']}{'-AMCL' if p.get('amcl') else ''} C={d['heads']}, {d['arch']}, batch "
+        f"{p['batch_size']}, {d['image_size']} px, {d['precision']}, {d['loader_threads']} loader workers",
+        f"  loader only          {_fmt(p['loader_pairs_per_s']):>10} pairs/s",
+        f"  model only           {_fmt(p['model_pairs_per_s']):>10} pairs/s   (fwd+bwd+optimiser, data on the device)",
+        f"  loss only            {p['loss_ms']:>10.2f} ms        ({p['loss_ms'] / step_ms:.1%} of a step)",
+        f"  full step            {_fmt(p['step_pairs_per_s']):>10} pairs/s   ({step_ms:.1f} ms/step, waiting for data "
+        f"{_fmt(p.get('data_wait_share'), '.1%')})",
+        f"  bottleneck: {p['bottleneck']}" + (f"; peak memory {mem:,.0f} MiB" if mem is not None else ""),
+    ]
+
+
+def _summary_epochs(epochs: dict, env: dict, p: dict | None) -> list[str]:
+    """The epoch table (eager vs compiled, AMCL on vs off), then whether the goal was met."""
+    if not epochs:
+        return []
+    any_e = next(iter(epochs.values()))
+    precision = "fp32 (CPU)" if env.get("dry_run") else "bf16 autocast"
+    lines = [f"one epoch (the last of {any_e['epochs']}; {any_e['steps_per_epoch']} steps, "
+             f"{any_e['pairs_per_epoch']:,} pairs), {precision}, channels_last",
+             "  variant              compile     s/epoch     pairs/s   vs eager   first epoch s"]
+    for name, (label, _, comp) in VARIANTS.items():
+        e = epochs.get(name)
+        if e is None:
+            continue
+        eager = epochs.get(name.replace("compiled", "eager"))
+        ratio = (f"{e['pairs_per_s'] / eager['pairs_per_s']:.2f}x" if comp and eager else "")
+        mode = ("compiled" if e["compiled"] else "NOT compiled") if comp else "eager"
+        lines.append(f"  {label:<20} {mode:<12} {e['seconds_per_epoch']:>7.2f} {_fmt(e['pairs_per_s']):>11} "
+                     f"{ratio:>9} {e['first_epoch_s']:>14.1f}")
+    a, b = epochs.get("amcl-eager"), epochs.get("base-eager")
+    if a and b:
+        lines.append(f"  AMCL on / off (eager): {a['pairs_per_s'] / b['pairs_per_s']:.2f}x pairs/s")
+    if any(VARIANTS[n][2] and not e["compiled"] for n, e in epochs.items() if n in VARIANTS):
+        lines.append("  NOT compiled: --training.compile=1 did not reach compile_model (see train.py)")
+    return lines + _summary_goal(epochs, env, p)
+
+
+def _summary_goal(epochs: dict, env: dict, p: dict | None) -> list[str]:
+    """Issue 12's verdict from the fastest SimCLR-AMCL variant (none on a dry run: its sizes are tiny)."""
+    best = [e for n, e in epochs.items() if n.startswith("amcl")]
+    if not best or env.get("dry_run"):
+        return []
+    top = max(best, key=lambda e: e["pairs_per_s"])
+    per_cifar = 50_000 / top["pairs_per_s"]
+    return [f"goal (2 s per CIFAR-10 epoch, {GOAL_PAIRS:,} pairs/s): SimCLR-AMCL best {per_cifar:.2f} s per "
+            f"50,000 images -> {'met' if per_cifar <= GOAL_SECONDS else 'not met'}"
+            + (f"; loader {'is' if p and p['bottleneck'] == 'loader' else 'is not'} the bottleneck"
+               if p else "")]
+
+
+def _summary_syncs(sy: dict | None) -> list[str]:
+    """Host synchronisations counted per training step (or why they were not counted)."""
     if sy and sy.get("available"):
         per = sy["per_step"]
-        lines.append(f"host syncs in {sy['steps']} training steps (CUDA sync debug mode): "
-                     f"{sum(sy['lines'].values())} in all, {sum(per.values()):.1f} per step from every-step lines")
-        lines += [f"  {n:5.1f}/step  {where}" for where, n in per.items()]
-    elif sy:
-        lines.append("host syncs: not counted (no CUDA device)")
-    t = run.get("tests")
-    if t:
-        lines.append(f"gpu tests: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped (pytest rc {t['rc']})")
-        lines += [f"  FAILED {f}" for f in t["failures"]]
-    return "\n".join(lines)
+        return [f"host syncs in {sy['steps']} training steps (CUDA sync debug mode): "
+                f"{sum(sy['lines'].values())} in all, {sum(per.values()):.1f} per step from every-step lines",
+                *(f"  {n:5.1f}/step  {where}" for where, n in per.items())]
+    if sy:
+        return ["host syncs: not counted (no CUDA device)"]
+    return []
+
+
+def _summary_tests(t: dict | None) -> list[str]:
+    """The GPU tests' counts and each failure's first line."""
+    if not t:
+        return []
+    return [f"gpu tests: {t['passed']} passed, {t['failed']} failed, {t['skipped']} skipped (pytest rc {t['rc']})",
+            *(f"  FAILED {f}" for f in t["failures"])]
 
 
 def stage_summary(args) -> None:

@@ -117,7 +117,9 @@ class _Normaliser:
             _normalise_host(np.ascontiguousarray(images), view, self.mean_np, self.inv_std_np, out)
             return torch.from_numpy(out).permute(0, 3, 1, 2)
         u8 = np.ascontiguousarray(images[:, view])
-        x = torch.from_numpy(u8).to(self.device, non_blocking=True)
+        # pinned (torch's caching host allocator reuses the blocks): the copy runs asynchronously instead of
+        # holding the Python thread while pageable memory is staged
+        x = torch.from_numpy(u8).pin_memory().to(self.device, non_blocking=True)
         x = x.to(torch.float32).sub_(self.mean).mul_(self.inv_std)
         return x.permute(0, 3, 1, 2)
 

@@ -214,13 +214,43 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
     path = Path(path)
     meta = dict(meta or {})
     num_classes = meta.get("num_classes")
+    _check_options(path, write_mode, jpeg_quality, compress_probability)
+    if max_resolution is not None and max_resolution <= 0:
+        max_resolution = None  # -1/0 = keep the source size
+    n = _check_source(path, dataset, num_classes)
+
+    # ffcv pulls in torch and numba-compiles at import (seconds): only import it once the input is checked.
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    page_size = _page_size(dataset)
+    guarded = _Guarded(dataset, num_classes, max_resolution, write_mode, page_size)
+    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
+                                     jpeg_quality=jpeg_quality, compress_probability=compress_probability),
+              "label": IntField()}
+    workers = num_workers if num_workers > 0 else (os.cpu_count() or 1)
+    with atomic_path(path) as tmp:
+        writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=min(workers, n))
+        seconds = _run_writer(writer, guarded, path)
+        guarded.raise_failure()
+        mean, std = guarded.mean_std()
+        meta.update(num_samples=n, mean=mean, std=std, write_mode=write_mode, max_resolution=max_resolution)
+        write_meta(path, meta)
+    print(f"wrote {n} images to {path} in {seconds:.2f} s ({n / seconds:,.0f} images/s)", flush=True)
+    return meta
+
+
+def _check_options(path: Path, write_mode: str, jpeg_quality: int, compress_probability: float) -> None:
+    """Refuse a bad destination or encoder setting before ffcv is even imported."""
     check(path.parent.is_dir(), f"cannot write {path}: directory {path.parent} does not exist (create it first)")
     check(not path.is_dir(), f"cannot write {path}: it is a directory; give a file name such as {path}/train.beton")
     check(write_mode in WRITE_MODES, f"unknown write_mode {write_mode!r}: use one of {', '.join(WRITE_MODES)}")
     check(1 <= jpeg_quality <= 100, f"jpeg_quality {jpeg_quality} is outside 1..100")
     check(0.0 <= compress_probability <= 1.0, f"compress_probability {compress_probability} is outside 0..1")
-    if max_resolution is not None and max_resolution <= 0:
-        max_resolution = None  # -1/0 = keep the source size
+
+
+def _check_source(path: Path, dataset, num_classes) -> int:
+    """The source's size; refuses an empty source, a bad class count, or out-of-range labels it exposes."""
     n = len(dataset)
     check(n > 0, f"nothing to write to {path}: the source has no images")
     check(num_classes is None or (isinstance(num_classes, int) and num_classes > 0),
@@ -234,38 +264,30 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
         if len(out):
             raise UserError(f"label {labels[out[0]]} of sample {out[0]} is out of range [0, {num_classes}): "
                             f"fix the labels or the class count")
+    return n
 
-    # ffcv pulls in torch and numba-compiles at import (seconds): only import it once the input is checked.
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
 
+def _page_size(dataset) -> int:
+    """FFCV's minimum page for small in-memory images (each worker pads its last page), its default otherwise."""
     images = getattr(dataset, "images", None)
     small = isinstance(images, np.ndarray) and images[0].nbytes * 64 <= SMALL_PAGE_SIZE
-    page_size = SMALL_PAGE_SIZE if small else PAGE_SIZE
-    guarded = _Guarded(dataset, num_classes, max_resolution, write_mode, page_size)
-    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
-                                     jpeg_quality=jpeg_quality, compress_probability=compress_probability),
-              "label": IntField()}
-    workers = num_workers if num_workers > 0 else (os.cpu_count() or 1)
-    with atomic_path(path) as tmp:
-        writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=min(workers, n))
-        start = time.perf_counter()
-        supervisor = Supervisor(writer, path, guarded.fail)
-        try:
-            with _WriterHooks(supervisor):
-                writer.from_indexed_dataset(guarded)
-        except BaseException:
-            supervisor.stop_workers()
-            if supervisor.died:
-                guarded.raise_failure()  # a worker's own one-line report (a full disk) comes first
-                name, code = supervisor.died
-                raise UserError(f"writer {name} exited with code {code} (its error is printed above); "
-                                f"nothing was written to {path}") from None
-            raise
-        seconds = time.perf_counter() - start
-        guarded.raise_failure()
-        mean, std = guarded.mean_std()
-        meta.update(num_samples=n, mean=mean, std=std, write_mode=write_mode, max_resolution=max_resolution)
-        write_meta(path, meta)
-    print(f"wrote {n} images to {path} in {seconds:.2f} s ({n / seconds:,.0f} images/s)", flush=True)
-    return meta
+    return SMALL_PAGE_SIZE if small else PAGE_SIZE
+
+
+def _run_writer(writer, guarded: _Guarded, path: Path) -> float:
+    """Seconds FFCV's writer took, run under the hooks and the supervisor, so that a dead worker surfaces as
+    its own error (or a UserError naming it) instead of a hang."""
+    start = time.perf_counter()
+    supervisor = Supervisor(writer, path, guarded.fail)
+    try:
+        with _WriterHooks(supervisor):
+            writer.from_indexed_dataset(guarded)
+    except BaseException:
+        supervisor.stop_workers()
+        if supervisor.died:
+            guarded.raise_failure()  # a worker's own one-line report (a full disk) comes first
+            name, code = supervisor.died
+            raise UserError(f"writer {name} exited with code {code} (its error is printed above); "
+                            f"nothing was written to {path}") from None
+        raise
+    return time.perf_counter() - start

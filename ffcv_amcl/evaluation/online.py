@@ -19,7 +19,7 @@ class OnlineProbe:
 
     def __init__(self, feature_dim: int, num_classes: int, *, lr: float, total_steps: int,
                  device: torch.device, distributed: bool = False):
-        self.linear = nn.Linear(feature_dim, num_classes).to(device)
+        self.linear = torch.nn.utils.skip_init(nn.Linear, feature_dim, num_classes, device=device)  # no RNG draw
         with torch.no_grad():
             self.linear.weight.zero_()
             self.linear.bias.zero_()

@@ -29,15 +29,24 @@ def bin_edges(tau_min: float, tau_max: float, bins: int = BINS) -> torch.Tensor:
                       torch.tensor([tau_max], dtype=torch.float64)])
 
 
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 0..N-1 of a 1-D tensor, ties sharing the mean of their ranks (as Spearman's definition asks)."""
+    _, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - counts + ends - 1) / 2)[inverse]
+
+
 def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman correlation of a and b along the last axis: (..., N) -> (...); NaN where a or b is constant.
-    Ties are ranked in order (temperatures and similarities are continuous, so ties are rare)."""
-    ra = a.argsort(-1).argsort(-1).double()
-    rb = b.argsort(-1).argsort(-1).double()
-    ra, rb = ra - ra.mean(-1, keepdim=True), rb - rb.mean(-1, keepdim=True)
-    rho = (ra * rb).sum(-1) / (ra.pow(2).sum(-1) * rb.pow(2).sum(-1)).sqrt()
+    """Spearman correlation of a and b along the last axis: (C, N) -> (C,); NaN where a or b is constant.
+    Once per epoch (a loop over heads is fine here)."""
+    rows = []
+    for x, y in zip(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])):
+        rx, ry = average_ranks(x), average_ranks(y)
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        rows.append((rx * ry).sum() / (rx.pow(2).sum() * ry.pow(2).sum()).sqrt())
+    rho = torch.stack(rows).view(a.shape[:-1])
     constant = (a.amax(-1) == a.amin(-1)) | (b.amax(-1) == b.amin(-1))
-    return rho.masked_fill(constant, float("nan"))
+    return rho.masked_fill(constant.to(rho.device), float("nan"))
 
 
 def quantile(counts: torch.Tensor, edges: torch.Tensor, q: float) -> float:
@@ -69,7 +78,7 @@ class TemperatureHealth:
             tau = pairs.get(f"tau_{kind}")
             if tau is None or tau.numel() == 0:
                 continue
-            flat = tau.detach().reshape(tau.shape[0], -1).double()
+            flat = tau.detach().reshape(tau.shape[0], -1).float()
             idx = torch.bucketize(flat, self._inner_edges(flat.device), right=True)
             idx = (idx + BINS * torch.arange(flat.shape[0], device=flat.device).unsqueeze(1)).reshape(-1)
             # index_add_, not bincount: bincount reads the index range on the host (a sync per call on CUDA)
@@ -83,7 +92,7 @@ class TemperatureHealth:
 
     def _inner_edges(self, device: torch.device) -> torch.Tensor:
         if device not in self._inner:
-            self._inner[device] = self.edges[1:-1].to(device)
+            self._inner[device] = self.edges[1:-1].float().to(device)
         return self._inner[device]
 
     def state(self, reducer=lambda x: x) -> dict:

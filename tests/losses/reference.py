@@ -246,11 +246,12 @@ def bounded_anchor(params, anchor, positive, negatives, topk, form, beta, tau_mi
                    key=None, K=None, t2=None):
     """One anchor's loss in the hetero or post form; with key/K/t2, ASCL's soft target over the candidates."""
     s_pos = (anchor * positive).sum()
-    t_pos = tau(params, anchor, positive, tau_min, tau_max)
+    sg = (lambda x: x.detach()) if form == "hetero" else (lambda x: x)     # hetero: phi reads detached vectors
+    t_pos = tau(params, sg(anchor), sg(positive), tau_min, tau_max)
     order = sorted(range(len(negatives)), key=lambda j: float((anchor * negatives[j]).sum().detach()), reverse=True)
     chosen = [negatives[j] for j in order[:min(topk, len(negatives))]]
     s = [s_pos] + [(anchor * n).sum() for n in chosen]
-    t = [t_pos] + [tau(params, anchor, n, tau_min, tau_max) for n in chosen]
+    t = [t_pos] + [tau(params, sg(anchor), sg(n), tau_min, tau_max) for n in chosen]
     if form == "hetero":
         logits = [si / ti.detach() for si, ti in zip(s, t)]
     else:
@@ -315,7 +316,7 @@ def hetero_simsiam(pa, pb, za, zb, params, tau_min, tau_max, d):
         head = 0.0
         for b in range(B):
             for p, z in ((unit(pa[c, b]), unit(zb[c, b].detach())), (unit(pb[c, b]), unit(za[c, b].detach()))):
-                s, t = (p * z).sum(), tau(params, p, z, tau_min, tau_max)
+                s, t = (p * z).sum(), tau(params, p.detach(), z, tau_min, tau_max)
                 head = head - 0.5 * s / t.detach() + 0.5 * nll(1 - s.detach(), t, d)
         total = total + head / B
     return total
@@ -328,7 +329,7 @@ def hetero_barlow(za, zb, params, lambd, tau_min, tau_max, d):
         cc = _cross_correlation(za[c], zb[c])
         for l in range(D):
             for m in range(D):
-                t = tau(params, za[c][:, l], zb[c][:, m], tau_min, tau_max)
+                t = tau(params, za[c][:, l].detach(), zb[c][:, m].detach(), tau_min, tau_max)
                 r = (1 - cc[l][m]) ** 2 if l == m else cc[l][m] ** 2
                 weight = 1.0 if l == m else lambd
                 total = total + weight * r / t.detach() + nll(r.detach(), t, d)

@@ -42,7 +42,7 @@ def test_simclr_form_matches_reference(heads, topk):
     gen = torch.Generator().manual_seed(heads * 100 + topk)
     B, D = 3, 5
     torch.manual_seed(heads)
-    loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=6).double()
+    loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=6, form="ref").double()
     spread_phi(loss, loss.phi)
     za, zb = randn(gen, heads, B, D), randn(gen, heads, B, D)
     params = ref.phi_params(loss.phi)
@@ -54,7 +54,7 @@ def test_simclr_stats_are_mean_temperatures():
     gen = torch.Generator().manual_seed(7)
     C, B, D, k = 2, 3, 4, 2
     torch.manual_seed(0)
-    loss = AMCLContrastive(D, C, topk=k, tau_min=0.1, tau_max=1.5, hidden=5).double()
+    loss = AMCLContrastive(D, C, topk=k, tau_min=0.1, tau_max=1.5, hidden=5, form="ref").double()
     spread_phi(loss, loss.phi)
     za, zb = randn(gen, C, B, D), randn(gen, C, B, D)
     loss(za, zb)
@@ -94,7 +94,7 @@ def test_moco_form_matches_reference(heads, with_keys):
     gen = torch.Generator().manual_seed(heads * 10 + with_keys)
     B, D, K, topk = 3, 5, 7, 4
     torch.manual_seed(heads)
-    loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=6).double()
+    loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=6, form="ref").double()
     spread_phi(loss, loss.phi)
     za, zb = randn(gen, heads, B, D), randn(gen, heads, B, D)
     queue = randn(gen, heads, K, D)                    # a different queue for every head
@@ -115,7 +115,7 @@ def test_moco_form_extra_negatives_and_topk_above_count(heads):
     B, D, K, S = 2, 4, 3, 2
     torch.manual_seed(heads)
     for topk in (4, 50):                                # 50 > K + S = 5 candidates
-        loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=5).double()
+        loss = AMCLContrastive(D, heads, beta=0.05, topk=topk, hidden=5, form="ref").double()
         spread_phi(loss, loss.phi)
         za, zb = randn(gen, heads, B, D), randn(gen, heads, B, D)
         queue, extra = randn(gen, heads, K, D), randn(gen, heads, 2 * B, S, D)
@@ -132,7 +132,7 @@ def test_simsiam_matches_reference(heads):
     gen = torch.Generator().manual_seed(heads)
     B, D = 3, 5
     torch.manual_seed(heads)
-    loss = AMCLSimSiam(D, heads, beta=0.05, hidden=6).double()
+    loss = AMCLSimSiam(D, heads, beta=0.05, hidden=6, form="ref").double()
     spread_phi(loss, loss.phi)
     pa, pb, za, zb = (randn(gen, heads, B, D) for _ in range(4))
     params = ref.phi_params(loss.phi)
@@ -148,7 +148,7 @@ def test_barlow_matches_reference(heads):
     gen = torch.Generator().manual_seed(heads)
     B, D = 5, 4
     torch.manual_seed(heads)
-    loss = AMCLBarlowTwins(D, heads, batch_size=B, beta=0.01, lambd=0.3, hidden=6).double()
+    loss = AMCLBarlowTwins(D, heads, batch_size=B, beta=0.01, lambd=0.3, hidden=6, form="ref").double()
     za, zb = randn(gen, heads, B, D), randn(gen, heads, B, D)
     params = ref.phi_params(loss.phi_b)
     expect = ref.amcl_barlow(za, zb, params, 0.01, 0.3, 1e-5, 2.0)
@@ -172,7 +172,7 @@ def test_bf16_autocast_finite_with_tau_at_both_bounds(form):
     torch.manual_seed(0)
     C, B, F, D = 3, 6, 16, 8
     proj = MultiHeadProjector(F, 16, D, C, "mlp")
-    loss = AMCLContrastive(D, C, topk=2 if form == "simclr" else 1, hidden=2 * D)
+    loss = AMCLContrastive(D, C, topk=2 if form == "simclr" else 1, hidden=2 * D, form="ref")
     identity_phi(loss.phi, D, gain=300.0)
     x, noise = torch.randn(B, F), torch.randn(B, F)
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -95,6 +95,35 @@ def test_hetero_phi_learns_only_from_the_positive_nll():
     assert loss.last_pairs["tau_pos"].shape == (C, 2 * B) and loss.last_pairs["tau_neg"].shape == (C, 2 * B, 5)
 
 
+class ConstantOutput(torch.nn.Module):
+    """phi's own values, computed without a graph: temperatures as constants the loss cannot differentiate."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.net(x)
+
+
+@pytest.mark.parametrize("make,phi", [
+    (lambda: AMCLContrastive(8, 2, topk=5, form="hetero"), "phi"),
+    (lambda: AMCLSimSiam(8, 2, form="hetero"), "phi"),
+    (lambda: AMCLBarlowTwins(8, 2, batch_size=6, form="hetero"), "phi_b"),
+], ids=["contrastive", "simsiam", "barlow"])
+def test_hetero_nll_sends_no_gradient_to_the_projections(make, phi):
+    """The projections' gradient equals the one with the temperatures turned into constants: phi reads detached
+    vectors, so the NLL that trains phi adds nothing to what the encoder learns."""
+    torch.manual_seed(0)
+    loss = make()
+    views = [torch.randn(2, 6, 8, requires_grad=True) for _ in range(4 if isinstance(loss, AMCLSimSiam) else 2)]
+    grads = torch.autograd.grad(loss(*views), views[:2])
+    setattr(loss, phi, ConstantOutput(getattr(loss, phi)))
+    for a, b in zip(grads, torch.autograd.grad(loss(*views), views[:2])):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ---- the stated lower bound: optimise phi alone, on fixed embeddings -----------------------------------------------
 
 def fixed_embeddings(B=48, D=16, seed=0):

@@ -25,7 +25,7 @@ def test_amcl_with_unit_temperature_and_no_regulariser_equals_baseline():
     torch.manual_seed(0)
     C, B, D = 3, 6, 5
     za, zb = torch.randn(C, B, D), torch.randn(C, B, D)
-    amcl = AMCLBarlowTwins(D, C, batch_size=B, beta=0.0, lambd=0.01, tau_min=0.5, tau_max=1.5)
+    amcl = AMCLBarlowTwins(D, C, batch_size=B, beta=0.0, lambd=0.01, tau_min=0.5, tau_max=1.5, form="ref")
     with torch.no_grad():
         amcl.phi_b[2].weight.zero_()
         amcl.phi_b[2].bias.zero_()

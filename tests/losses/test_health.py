@@ -53,10 +53,11 @@ def test_state_round_trip_and_reducer():
 
 
 def test_spearman_matches_scipy():
-    """Without ties (temperatures are continuous) the rank correlation is Spearman's."""
+    """Spearman's rank correlation, ties (temperatures saturated at a bound) sharing their mean rank."""
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(3, 200, generator=g), torch.randn(3, 200, generator=g)
     b[1] = a[1] ** 3 + 0.1 * b[1]
+    b[2, :80] = 0.02                                                        # tied at tau_min
     got = spearman(a, b)
     for c in range(3):
         assert got[c].item() == pytest.approx(spearmanr(a[c], b[c]).statistic, abs=1e-9)

@@ -29,7 +29,7 @@ def test_amcl_with_unit_temperature_and_no_regulariser_equals_baseline():
     torch.manual_seed(0)
     C, B, D = 3, 5, 8
     pa, pb, za, zb = (torch.randn(C, B, D, dtype=torch.float64) for _ in range(4))
-    amcl = AMCLSimSiam(D, C, beta=0.0, tau_min=0.5, tau_max=1.5).double()
+    amcl = AMCLSimSiam(D, C, beta=0.0, tau_min=0.5, tau_max=1.5, form="ref").double()
     with torch.no_grad():
         amcl.phi[2].weight.zero_()
         amcl.phi[2].bias.zero_()

@@ -35,6 +35,12 @@ class MoCo(SSLModel):
                   f"loss.mochi_s1={l.mochi_s1}, loss.mochi_s2={l.mochi_s2}: mix counts cannot be negative")
             check(l.mochi_n_hard <= l.queue_size, f"loss.mochi_n_hard={l.mochi_n_hard} exceeds loss.queue_size="
                                                   f"{l.queue_size}: pick at most the queue length")
+        if ascl and cfg.model.amcl:    # ASCL's targets over each query's positive and top-k AMCL candidates
+            n = min(l.topk, l.queue_size)
+            check(n >= 2, f"loss.topk={l.topk}: ASCL's confidence 1 - H/log k needs at least 2 candidates per query")
+            check(l.ascl_variant == "ascl" or (float(l.ascl_k).is_integer() and 1 <= l.ascl_k <= n),
+                  f"loss.ascl_k={l.ascl_k}: the {l.ascl_variant} variant takes a whole number of neighbours between 1 "
+                  f"and the {n} candidates per query (loss.topk)")
         per_step = cfg.training.batch_size * world_size * (1 if ascl else 2)   # keys enqueued per step
         check(l.queue_size >= per_step, f"loss.queue_size={l.queue_size} is smaller than the {per_step} keys "
                                         f"enqueued per step: raise the queue or lower training.batch_size")
