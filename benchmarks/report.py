@@ -48,9 +48,11 @@ SAVED = {
                     "python benchmarks/losses.py --device cuda --repeats 30 --json losses_cuda.json",
                     "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)", "cuda"),
     # The AMCL study takes hours: its JSON is re-printed here, naming the run that wrote it.
-    "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds, 2 datasets)",
+    "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds; Fashion-MNIST and digits)",
                    ["benchmarks/amcl_study.py", "--report", "benchmarks/results/amcl_study.json"],
-                   "python benchmarks/amcl_study.py --out runs/amcl_study",
+                   "python benchmarks/amcl_study.py --out runs/amcl_study --datasets fashion && "
+                   "python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits "
+                   "--variants simclr_t0.1,simclr_t0.2,simclr_t0.5,amcl_ref,amcl_hetero_c3",
                    "2 cores of the project's CPU machine (torch 2.14.1, fp32), shared with other work while it ran",
                    "cpu"),
 }

@@ -15,15 +15,21 @@ from .test_amcl import assert_matches, randn, spread_phi
 T_MIN, T_MAX, D_NLL = 0.05, 2.0, 3.0
 
 
+def contrastive(D, heads, topk, form, seed):
+    """A float64 contrastive AMCL loss with phi spread so that temperatures differ across pairs."""
+    torch.manual_seed(seed)
+    loss = AMCLContrastive(D, heads, beta=0.5, topk=topk, tau_min=T_MIN, tau_max=T_MAX, hidden=6, form=form,
+                           nll_dim=D_NLL).double()
+    spread_phi(loss, loss.phi)
+    return loss
+
+
 @pytest.mark.parametrize("form", ["hetero", "post"])
 @pytest.mark.parametrize("heads,topk", [(1, 3), (3, 50)])
 def test_simclr_forms_match_reference(form, heads, topk):
     gen = torch.Generator().manual_seed(heads + topk)
     B, D = 3, 5
-    torch.manual_seed(heads)
-    loss = AMCLContrastive(D, heads, beta=0.5, topk=topk, tau_min=T_MIN, tau_max=T_MAX, hidden=6, form=form,
-                           nll_dim=D_NLL).double()
-    spread_phi(loss, loss.phi)
+    loss = contrastive(D, heads, topk, form, seed=heads)
     za, zb = randn(gen, heads, B, D), randn(gen, heads, B, D)
     params = ref.phi_params(loss.phi)
     expect = ref.bounded_simclr(za, zb, params, form, 0.5, topk, T_MIN, T_MAX, D_NLL)
@@ -34,10 +40,7 @@ def test_simclr_forms_match_reference(form, heads, topk):
 def test_moco_forms_match_reference(form):
     gen = torch.Generator().manual_seed(11)
     C, B, D, K, topk = 2, 3, 5, 7, 4
-    torch.manual_seed(2)
-    loss = AMCLContrastive(D, C, beta=0.5, topk=topk, tau_min=T_MIN, tau_max=T_MAX, hidden=6, form=form,
-                           nll_dim=D_NLL).double()
-    spread_phi(loss, loss.phi)
+    loss = contrastive(D, C, topk, form, seed=2)
     za, zb, queue = randn(gen, C, B, D), randn(gen, C, B, D), randn(gen, C, K, D)
     keys = (randn(gen, C, B, D), randn(gen, C, B, D))
     params = ref.phi_params(loss.phi)
@@ -49,10 +52,7 @@ def test_moco_forms_match_reference(form):
 def test_ascl_soft_targets_compose_with_the_softmax_forms(form):
     gen = torch.Generator().manual_seed(5)
     C, B, D, K, topk = 2, 3, 5, 9, 4
-    torch.manual_seed(3)
-    loss = AMCLContrastive(D, C, beta=0.5, topk=topk, tau_min=T_MIN, tau_max=T_MAX, hidden=6, form=form,
-                           nll_dim=D_NLL).double()
-    spread_phi(loss, loss.phi)
+    loss = contrastive(D, C, topk, form, seed=3)
     q, k, queue = randn(gen, C, B, D), randn(gen, C, B, D), randn(gen, C, K, D)
     params = ref.phi_params(loss.phi)
     expect = ref.bounded_ascl(q, k, queue, params, form, 0.5, topk, T_MIN, T_MAX, D_NLL, K=5.0, t2=0.3)
