@@ -42,6 +42,13 @@ BENCHMARKS = {
 }
 CPU_ONLY = {"loader-cifar", "loader-imagenet"}  # the loaders run on the host CPU either way
 # Runs measured on a lent GPU machine and saved with --json: re-printed from the saved file, naming that machine.
+# The AMCL study's runs as saved: every variant on Fashion-MNIST; on digits the SimCLR ones and the smoke check.
+_STUDY = "python benchmarks/amcl_study.py --out runs/amcl_study"
+STUDY_COMMAND = " && ".join([
+    f"{_STUDY} --datasets fashion",
+    f"{_STUDY} --datasets digits --variants simclr_t0.1,simclr_t0.2,simclr_t0.5,multihead_t0.2,amcl_ref,"
+    "amcl_hetero_c1,amcl_hetero_c3,amcl_post_c1,amcl_post_c3",
+    f"{_STUDY} --datasets digits --seeds 0 --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero"])
 SAVED = {
     "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                     ["benchmarks/losses.py", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
@@ -50,9 +57,7 @@ SAVED = {
     # The AMCL study takes hours: its JSON is re-printed here, naming the run that wrote it.
     "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds; Fashion-MNIST and digits)",
                    ["benchmarks/amcl_study.py", "--report", "benchmarks/results/amcl_study.json"],
-                   "python benchmarks/amcl_study.py --out runs/amcl_study --datasets fashion && "
-                   "python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits "
-                   "--variants simclr_t0.1,simclr_t0.2,simclr_t0.5,amcl_ref,amcl_hetero_c3",
+                   STUDY_COMMAND,
                    "2 cores of the project's CPU machine (torch 2.14.1, fp32), shared with other work while it ran",
                    "cpu"),
 }
@@ -88,13 +93,31 @@ Nothing here is typed by hand; to refresh a table, run its command again through
 """
 
 
+def cpu_busy_share(seconds: float = 2.0) -> float | None:
+    """Share of all CPUs' time spent busy over the last `seconds` (Linux /proc/stat; None elsewhere). Unlike the
+    load average, it does not carry the last minute's work into a start that is in fact idle."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)          # total, idle + iowait
+    try:
+        t0, i0 = sample()
+        time.sleep(seconds)
+        t1, i1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (i1 - i0) / max(t1 - t0, 1)
+
+
 def load_note() -> str:
-    """The 1-minute load average against the usable cores, when a benchmark starts."""
+    """How busy the machine was when a benchmark started: CPU busy share over 2 s, and the 1-minute load average."""
     from ffcv_amcl import machine
 
     load, cores = os.getloadavg()[0], machine.usable_cores()
-    busy = load > 0.5 * cores
-    return (f"{load:.1f} (1-minute average) on {cores} cores at the start"
+    share = cpu_busy_share()
+    busy = share > 0.25 if share is not None else load > 0.5 * cores
+    now = f"CPUs {share:.0%} busy over the 2 s before the start, " if share is not None else ""
+    return (f"{now}1-minute load average {load:.1f} on {cores} cores"
             + (": the machine was busy with other work, figures measured under load" if busy else ", idle"))
 
 
