@@ -56,14 +56,16 @@ def test_tests_stage_reads_pytest_junit(tmp_path):
     junit.write_text('<testsuites><testsuite name="pytest">'
                      '<testcase classname="tests.a" name="test_ok"/>'
                      '<testcase classname="tests.a" name="test_skip"><skipped message="no CUDA"/></testcase>'
-                     '<testcase classname="tests.b" name="test_bad"><failure message="assert 1 == 2&#10;more"/>'
+                     '<testcase classname="tests.b" name="test_bad">'
+                     '<failure message="AssertionError: loss not finite at step 3&#10;more"/>'
                      '</testcase></testsuite></testsuites>')
     out = tmp_path / "run.json"
     r = subprocess.run([sys.executable, "benchmarks/gpu/stages.py", "tests", "--json", str(out), "--junit", str(junit),
                         "--rc", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    failure = "tests.b::test_bad: AssertionError: loss not finite at step 3"     # the message's first line
     assert json.loads(out.read_text())["tests"] == {"rc": 1, "passed": 1, "failed": 1, "skipped": 1,
-                                                    "failures": ["tests.b::test_bad: assert 1 == 2"]}
+                                                    "failures": [failure]}
 
 
 def test_mistakes_end_with_one_line(tmp_path):
