@@ -41,7 +41,6 @@ BENCHMARKS = {
                 ["benchmarks/scaling.py", "--device", "{device}"]),
 }
 CPU_ONLY = {"loader-cifar", "loader-imagenet"}  # the loaders run on the host CPU either way
-# Runs measured on a lent GPU machine and saved with --json: re-printed from the saved file, naming that machine.
 # The AMCL study's runs as saved: every variant on Fashion-MNIST; on digits the SimCLR ones and the smoke check.
 _STUDY = "python benchmarks/amcl_study.py --out runs/amcl_study"
 STUDY_COMMAND = " && ".join([
@@ -49,6 +48,7 @@ STUDY_COMMAND = " && ".join([
     f"{_STUDY} --datasets digits --variants simclr_t0.1,simclr_t0.2,simclr_t0.5,multihead_t0.2,amcl_ref,"
     "amcl_hetero_c1,amcl_hetero_c3,amcl_post_c1,amcl_post_c3",
     f"{_STUDY} --datasets digits --seeds 0 --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero"])
+# Saved runs (a lent GPU machine's, the hours-long AMCL study): re-printed from their file, naming their machine.
 SAVED = {
     "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                     ["benchmarks/losses.py", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
@@ -163,7 +163,7 @@ def run_one(name: str, device: str, timeout: float) -> str:
     shown = "python " + " ".join(shlex.quote(a) for a in argv)
     if measured_with:
         shown = f"{measured_with}` (saved run); re-printed with `{shown}"
-    load = load_note()
+    load = "not measured: a saved run, re-printed" if name in SAVED else load_note()
     started = time.time()
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
