@@ -180,7 +180,7 @@ def time_loss(trainee: Trainee, cfg, batch_size: int, warmup: int, steps: int, d
 
     def once():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss, _ = model(dummy, dummy)
+            loss = model(dummy, dummy).loss
         bank.grad = None
         model.zero_grad(set_to_none=True)
         loss.backward()

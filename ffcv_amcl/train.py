@@ -63,23 +63,23 @@ def train_step(model, batch, optimizer, scaler, schedule: WarmupCosine, step: in
                autocast_dtype: torch.dtype | None = None, clip_grad: float = 0.0, total_steps: int = 1,
                epoch: int = 0):
     """One step: lr from the schedule, loss under autocast, backward (scaled for fp16), optional
-    gradient-norm clip, optimiser step, momentum-encoder update. Returns (loss, stats), detached, no sync."""
+    gradient-norm clip, optimiser step, momentum-encoder update. Returns the method's StepOutput (no sync)."""
     core = unwrap(model)
     view_a, view_b = batch[0].to(core.input_dtype), batch[1].to(core.input_dtype)
     core.set_progress(step=step, total_steps=total_steps, epoch=epoch)
     schedule.apply(optimizer, step)
     device_type = view_a.device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        loss, stats = model(view_a, view_b)
+        out = model(view_a, view_b)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(out.loss).backward()
     if clip_grad > 0:
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
     scaler.step(optimizer)
     scaler.update()
     core.momentum_update()
-    return loss.detach(), stats
+    return out._replace(loss=out.loss.detach())
 
 
 # ---------------------------------------------------------------------------------------------- the pieces
@@ -319,7 +319,6 @@ def make_probe(cfg, model: SSLModel, info: dist.DistInfo, total_steps: int) -> O
     classes = read_meta(cfg.data.train_dataset).get("num_classes") or 0
     if classes < 2:
         return None
-    model.keep_features = True
     return OnlineProbe(model.feature_dim, int(classes), lr=cfg.eval.online_lr, total_steps=total_steps,
                        device=info.device, distributed=info.distributed)
 
@@ -392,7 +391,7 @@ def train_epoch(run: Run) -> EpochResult:
     """The steps of one epoch (from `run.skip` on), until its end, SIGTERM or training.max_steps."""
     from tqdm import tqdm
 
-    t, info, core = run.cfg.training, run.info, run.core
+    t, info = run.cfg.training, run.info
     run.loader.set_epoch(run.epoch)
     run.model.train()
     res, unchecked = EpochResult(), []
@@ -403,12 +402,13 @@ def train_epoch(run: Run) -> EpochResult:
     for i, batch in enumerate(run.loader):
         if i < run.skip:
             continue                      # mid-epoch resume: same batches, already trained on
-        loss, stats = train_step(run.model, batch, run.optimizer, run.scaler, run.schedule, run.step,
-                                 autocast_dtype=run.autocast_dtype, clip_grad=t.clip_grad,
-                                 total_steps=run.total_steps, epoch=run.epoch)
+        out = train_step(run.model, batch, run.optimizer, run.scaler, run.schedule, run.step,
+                         autocast_dtype=run.autocast_dtype, clip_grad=t.clip_grad, total_steps=run.total_steps,
+                         epoch=run.epoch)
         if run.probe is not None:
-            run.probe.step(core.last_features, batch[2], run.step)
-        run.stats.add(loss, stats, core.loss_pairs())
+            run.probe.step(out.features, batch[2], run.step)
+        run.stats.add(out.loss, out.stats, out.pairs)
+        loss = out.loss
         unchecked.append(loss)
         run.step, res.steps, res.batches = run.step + 1, res.steps + 1, i + 1
         bar.update(1)

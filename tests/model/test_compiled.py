@@ -42,7 +42,7 @@ def twins(device="cpu"):
 
 
 def loss_and_grads(model, a, b):
-    loss, stats = model(a, b)
+    out = model(a, b); loss, stats = out.loss, out.stats
     loss.backward()
     return loss.detach(), stats, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 

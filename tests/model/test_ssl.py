@@ -26,7 +26,7 @@ def views(n=8, seed=0):
 def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
     torch.manual_seed(0)
     model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
-    loss, stats = model(*views())
+    out = model(*views()); loss, stats = out.loss, out.stats
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
     for v in stats.values():
@@ -36,7 +36,7 @@ def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
 def test_byol_target_gets_no_gradient_and_follows_the_cosine_momentum():
     torch.manual_seed(0)
     model = build_model(cfg("--model.method=byol", "--model.amcl=0", "--model.heads=1", "--loss.momentum=0.9"))
-    loss, _ = model(*views())
+    loss = model(*views()).loss
     loss.backward()
     target = list(model.target_backbone.parameters()) + list(model.target_projector.parameters())
     assert all(p.grad is None and not p.requires_grad for p in target)
@@ -91,7 +91,7 @@ def test_simclr_single_head_classic_loss_is_nt_xent_of_the_projections():
     torch.manual_seed(0)
     model = build_model(cfg("--model.method=simclr", "--model.amcl=0", "--model.heads=1", "--loss.temperature=0.2"))
     a, b = views()
-    loss, _ = model(a, b)
+    loss = model(a, b).loss
     z = model.projector(model.backbone(torch.cat([a, b])))
     torch.testing.assert_close(loss, nt_xent(z[:, :8], z[:, 8:], 0.2))
 
@@ -108,7 +108,7 @@ def test_moco_composes_ascl_with_amcl():
     torch.manual_seed(0)
     model = build_model(cfg("--model.method=moco", "--model.amcl=1", "--model.heads=2", "--loss.ascl=1",
                             "--loss.amcl_form=hetero", "--loss.ascl_variant=ahcl", "--loss.topk=8"))
-    loss, stats = model(*views())
+    out = model(*views()); loss, stats = out.loss, out.stats
     loss.backward()
     assert torch.isfinite(loss) and set(stats) == {"tau_pos", "tau_neg"}
     assert all(p.grad is not None for p in model.criterion.phi.parameters())

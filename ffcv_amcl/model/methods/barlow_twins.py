@@ -35,12 +35,11 @@ class BarlowTwins(SSLModel):
 
     def forward(self, view_a, view_b):
         B = view_a.shape[0]
-        z = self.project(torch.cat([view_a, view_b]))
+        h, z = self.embed(torch.cat([view_a, view_b]))
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
-        if self.amcl:
-            return self.criterion(za, zb), self._stats(self.criterion)
-        return barlow_twins(za, zb, self.lambd, validate=False), {}
+        loss = self.criterion(za, zb) if self.amcl else barlow_twins(za, zb, self.lambd, validate=False)
+        return self.output(loss, h)
 
     @torch.no_grad()
     def temperature_pairs(self, view_a, view_b):

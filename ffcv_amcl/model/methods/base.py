@@ -1,20 +1,22 @@
 """What every self-supervised method shares: a backbone, the progress counters, the public projection API,
 and the method's own defaults and checks (each subclass lists them; config.py asks the class).
 
-    loss, stats = model(view_a, view_b)       # forward = project the views, then the method's loss
+    out = model(view_a, view_b)               # forward = project the views, then the method's loss: a StepOutput
     z = model.project(x)                      # (C, N, D) online projections; model.project(x, target=True):
                                               # the momentum encoder's (MoCo keys, BYOL targets)
     model.momentum_update()                   # after optimizer.step(): EMA of MoCo keys / BYOL target
     model.temperature_pairs(view_a, view_b)   # AMCL: each head's temperatures of the pairs its loss uses
 
-`stats` holds detached tensors only (no host sync): per-head `tau_pos`/`tau_neg` (C,) when AMCL is on;
-`model.loss_pairs()` gives the last step's per-pair temperatures for the trainer's temperature health.
+Everything in a StepOutput but the loss is detached (no host sync): `stats`, per-head `tau_pos`/`tau_neg` (C,)
+when AMCL is on; `features`, the online views' backbone features (the online probe trains on them); `pairs`, the
+loss's per-pair temperatures for the trainer's temperature health.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,15 @@ from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
 # Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
 UNSET = {"loss.temperature": 0.0, "loss.beta": -1.0, "model.proj_dim": 0, "model.proj_hidden": 0,
          "model.pred_hidden": 0}
+
+
+class StepOutput(NamedTuple):
+    """One forward of a method, as the trainer reads it (by name: fields may be added)."""
+
+    loss: torch.Tensor
+    stats: dict                        # per-head means (C,) of AMCL's temperatures; {} without AMCL
+    features: torch.Tensor | None      # backbone features (N, F) of the online views, detached
+    pairs: dict                        # the AMCL loss's per-pair tensors (temperature health); {} without AMCL
 
 
 class SSLModel(nn.Module):
@@ -48,8 +59,6 @@ class SSLModel(nn.Module):
         self.criterion = None
         # Set by the trainer before each step (schedules inside the model: BYOL momentum, MoCHi warm-up).
         self.step, self.total_steps, self.epoch = 0, 1, 0
-        self.keep_features = False      # the trainer's online probe reads last_features (detached)
-        self.last_features: torch.Tensor | None = None
         self._bank: torch.Tensor | None = None
 
     input_dtype = torch.float32   # float64 for fp64 reference runs (build_model(..., dtype=torch.float64))
@@ -93,15 +102,27 @@ class SSLModel(nn.Module):
         """(backbone, projector) of the online encoder, or of the momentum encoder when target=True."""
         return self.backbone, self.projector
 
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(backbone features (N, F), projections (C, N, D)) of the online encoder."""
+        if self._bank is not None:
+            return None, self._bank[:, : x.shape[0]]
+        h = self.backbone(x)
+        return h, self.projector(h)
+
     def project(self, x: torch.Tensor, *, target: bool = False) -> torch.Tensor:
         """(C, N, D) projections of a batch of N images by every head (online or momentum encoder)."""
         if self._bank is not None:
             return self._bank[:, : x.shape[0]]
         backbone, projector = self.encoders(target)
-        h = backbone(x)
-        if self.keep_features and not target:
-            self.last_features = h.detach()
-        return projector(h)
+        return projector(backbone(x))
+
+    def output(self, loss: torch.Tensor, features: torch.Tensor | None) -> StepOutput:
+        """The StepOutput of a forward whose loss is `loss` (the AMCL loss's records when AMCL is on)."""
+        stats, pairs = {}, {}
+        if self.amcl:
+            stats = dict(self.criterion.last_stats)
+            pairs = dict(getattr(self.criterion, "last_pairs", {}) or {})
+        return StepOutput(loss, stats, None if features is None else features.detach(), pairs)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         """The predictor head (SimSiam, BYOL); passes through while fixed projections are injected."""
@@ -117,9 +138,6 @@ class SSLModel(nn.Module):
         finally:
             self._bank = None
 
-    def compute_loss(self, view_a: torch.Tensor, view_b: torch.Tensor):
-        return self(view_a, view_b)
-
     @torch.no_grad()
     def momentum_update(self) -> None:
         """EMA step of a momentum encoder; nothing for methods without one."""
@@ -130,14 +148,6 @@ class SSLModel(nn.Module):
         l = self.lcfg
         return AMCLContrastive(dim, self.heads, beta=l.beta, topk=l.topk, tau_min=l.tau_min, tau_max=l.tau_max,
                                hidden=l.tau_hidden, form=l.amcl_form, nll_dim=l.nll_dim, validate=False)
-
-    def _stats(self, loss_module) -> dict:
-        return dict(loss_module.last_stats) if self.amcl else {}
-
-    def loss_pairs(self) -> dict:
-        """The last step's per-pair values of the AMCL loss (tau_pos (C, N), tau_neg (C, N, k), s_pos (C, N)),
-        detached; {} without AMCL."""
-        return dict(getattr(self.criterion, "last_pairs", {}) or {}) if self.amcl else {}
 
     @torch.no_grad()
     def temperature_pairs(self, view_a: torch.Tensor, view_b: torch.Tensor) -> SimpleNamespace | None:

@@ -96,29 +96,26 @@ class MoCo(SSLModel):
         B = view_a.shape[0]
         queue = self.queue.clone()          # enqueued below; autograd needs the version it saw
         if self.ascl:   # one direction: query from view a, key from (weakly augmented) view b
-            q = self.project(view_a)
+            h, q = self.embed(view_a)
             kb = self._keys(view_b)
             l = self.lcfg
             if self.amcl:
                 loss = self.criterion.forward_soft(q, kb, queue, K=l.ascl_k, t2=l.ascl_t2, variant=l.ascl_variant)
-                stats = self._stats(self.criterion)
             else:
-                loss, stats = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2,
-                                        variant=l.ascl_variant, validate=False), {}
+                loss = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2, variant=l.ascl_variant,
+                                 validate=False)
             self._enqueue(kb)
-            return loss, stats
-        q = self.project(torch.cat([view_a, view_b]))                     # (C, 2B, D)
+            return self.output(loss, h)
+        h, q = self.embed(torch.cat([view_a, view_b]))                    # (2B, F), (C, 2B, D)
         k = self._keys(torch.cat([view_a, view_b]))
         qa, qb, ka, kb = q[:, :B], q[:, B:], k[:, :B], k[:, B:]
         if self.amcl:
             loss = self.criterion(qa, qb, queue, keys=(ka, kb), extra_negatives=self._mix(q, queue))
-            stats = self._stats(self.criterion)
         else:
             mix = self._mix(q, queue)
             ea, eb = (None, None) if mix is None else (mix[:, :B], mix[:, B:])
             t = self.temperature
             loss = 0.5 * (info_nce_queue(qa, kb, queue, t, extra_negatives=ea, validate=False)
                           + info_nce_queue(qb, ka, queue, t, extra_negatives=eb, validate=False))
-            stats = {}
         self._enqueue(k)
-        return loss, stats
+        return self.output(loss, h)

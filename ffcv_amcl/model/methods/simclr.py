@@ -29,9 +29,8 @@ class SimCLR(SSLModel):
 
     def forward(self, view_a, view_b):
         B = view_a.shape[0]
-        z = self.project(torch.cat([view_a, view_b]))                     # (C, 2B, D)
+        h, z = self.embed(torch.cat([view_a, view_b]))                    # (2B, F), (C, 2B, D)
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
-        if self.amcl:
-            return self.criterion(za, zb), self._stats(self.criterion)
-        return nt_xent(za, zb, self.temperature, validate=False), {}
+        loss = self.criterion(za, zb) if self.amcl else nt_xent(za, zb, self.temperature, validate=False)
+        return self.output(loss, h)

@@ -42,13 +42,12 @@ class SimSiam(SSLModel):
     def forward(self, view_a, view_b):
         B = view_a.shape[0]
         x = torch.cat([view_a, view_b])
-        z = self.project(x)
+        h, z = self.embed(x)
         p = self.predict(z)
         t = self.targets(x, z)
         pa, pb, ta, tb = p[:, :B], p[:, B:], t[:, :B], t[:, B:]
-        if self.amcl:
-            return self.criterion(pa, pb, ta, tb), self._stats(self.criterion)
-        return self.classic_loss(pa, pb, ta, tb), {}
+        loss = self.criterion(pa, pb, ta, tb) if self.amcl else self.classic_loss(pa, pb, ta, tb)
+        return self.output(loss, h)
 
     def classic_loss(self, pa, pb, ta, tb):
         return negative_cosine(pa, pb, ta, tb, validate=False)
