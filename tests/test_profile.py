@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from tests.train_helpers import REPO, digits_betons
@@ -81,7 +80,7 @@ def test_loss_stage_runs_the_configured_loss():
         assert torch.allclose(loss, expected)
         loss.backward()
         assert bank.grad is not None and bank.grad.abs().sum() > 0
-        assert "_encode" not in vars(model)                     # the hook is removed afterwards
+        assert "encoders" not in vars(model)                    # the shadow is removed afterwards
         assert model(torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32))[0].shape == ()
 
 
