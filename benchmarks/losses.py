@@ -32,6 +32,7 @@ from ffcv_amcl.atomic import atomic_path  # noqa: E402
 from ffcv_amcl.errors import UserError, cli  # noqa: E402
 from ffcv_amcl.losses.amcl import AMCLContrastive  # noqa: E402
 from ffcv_amcl.losses.amcl import FORMS  # noqa: E402
+from ffcv_amcl.losses.amcl.candidates import pick  # noqa: E402
 from ffcv_amcl.losses.temperature import pair_tau  # noqa: E402
 
 
@@ -50,14 +51,15 @@ def loop_loss(m: AMCLContrastive, za: torch.Tensor, zb: torch.Tensor) -> torch.T
     for c in range(C):
         z = F.normalize(torch.cat([za[c], zb[c]]), dim=-1)
         p = m.phi(m.phi_input(z))
-        s_all, a_all = z @ z.T, p @ p.T
-        s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
+        s_all = z @ z.T
         with torch.no_grad():
-            candidates = s_all.detach().clone()
+            excluded = s_all.detach()                      # in place: only pick reads s_all
             for offset in (0, B, -B):
-                candidates.diagonal(offset).fill_(float("-inf"))
-            idx = candidates.topk(k, dim=-1).indices
-        total = total + _head_loss(m, s_pos, a_pos, s_all.gather(-1, idx), a_all.gather(-1, idx))
+                excluded.diagonal(offset).fill_(float("-inf"))
+            idx = excluded.topk(k, dim=-1).indices
+        s_neg, a_neg = pick(s_all, idx), pick(p @ p.T, idx)
+        s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
+        total = total + _head_loss(m, s_pos, a_pos, s_neg, a_neg)
     return total
 
 

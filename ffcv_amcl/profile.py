@@ -172,7 +172,7 @@ def projections_only(model: nn.Module, bank: torch.Tensor):
     skip = nn.Identity()
     rows = lambda h: bank[:, : h.shape[0]]          # noqa: E731
     model.encoders = lambda target: (skip, rows)    # shadows the class's encoders on this instance
-    predictor = model._modules.get("predictor")
+    predictor = getattr(model, "predictor", None)
     if predictor is not None:
         model.predictor = skip
     try:

@@ -102,3 +102,33 @@ def test_gradient_flows_through_anchors_and_phi_input_only():
     detached = candidates.select(phi, anchors, 2, negatives=queue, phi_input=torch.Tensor.detach)
     grad_a, = torch.autograd.grad(detached.a_pos.sum() + detached.a_neg.sum(), [anchors], allow_unused=True)
     assert grad_a is None                                      # phi read detached vectors: no path to the anchors
+
+
+def test_pick_matches_gather_and_keeps_only_the_index():
+    gen = torch.Generator().manual_seed(3)
+    x = randn(gen, 2, 5, 9).requires_grad_()
+    index = torch.stack([torch.randperm(9, generator=gen)[:4] for _ in range(10)]).view(2, 5, 4)
+    weights = randn(gen, 2, 5, 4)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        picked = candidates.pick(x, index)
+    assert torch.equal(picked, x.gather(-1, index)) and saved == [index.shape]
+    got, = torch.autograd.grad((picked * weights).sum(), [x])
+    expect, = torch.autograd.grad((x.gather(-1, index) * weights).sum(), [x])
+    assert torch.equal(got, expect)
+
+
+@pytest.mark.parametrize("queue", [False, True])
+def test_no_matrix_of_all_pairs_is_kept_for_the_backward(queue):
+    """The (C, N, N) (or (C, N, K)) similarity and logit matrices are freed once their top-k entries are picked:
+    nothing the backward keeps is larger than the stacked vectors or phi's activations, (2C, max(N, K), H)."""
+    C, N, D, K, topk, H = 2, 64, 8, 96, 5, 16
+    phi = make_phi(D, H)
+    anchors = torch.randn(C, N, D, requires_grad=True)
+    kw = {"positives": torch.randn(C, N, D), "negatives": torch.randn(C, K, D)} if queue else {}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        got = candidates.select(phi, anchors, topk, **kw)
+    assert max(saved) <= 2 * C * max(N, K) * H < C * N * (K if queue else N)
+    sum(t.sum() for t in got[:4]).backward()
+    assert anchors.grad.abs().sum() > 0

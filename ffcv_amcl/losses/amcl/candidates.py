@@ -4,6 +4,8 @@ All C heads are one batched computation: vectors are L2-normalised, phi runs onc
 logit <phi(u), phi(v)> factorises, so the logits of all pairs are one more batched product), the similarities of
 each anchor with its candidate negatives are one batched product (einsum 'cid,cjd->cij', run as bmm), and the k
 hardest negatives are one top-k chosen on similarity only (no gradient through the choice). No loop over heads.
+The matrices of all pairs are the large tensors here ((C, N, N) in the batch, (C, N, K) against a queue): each is
+freed as soon as its chosen entries are picked, and nothing of that size is kept for the backward.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def select(phi: nn.Module, anchors: torch.Tensor, topk: int, *, positives: torch
     z = _unit(anchors, dt)
     p = phi(phi_input(z))                                                 # phi once on all C*N anchor rows
     if negatives is None:
-        s_all, a_all, idx = _in_batch(z, p, topk)
+        s_neg, a_neg = _in_batch(z, p, topk)
     if positives is None:
         half = z.shape[1] // 2
         pos, ppos = z.roll(half, 1), p.roll(half, 1)
@@ -55,14 +57,15 @@ def select(phi: nn.Module, anchors: torch.Tensor, topk: int, *, positives: torch
         pos = _unit(positives.detach(), dt)
         ppos = phi(pos)
     s_pos, a_pos = (z * pos).sum(-1), (p * ppos).sum(-1)
+    if negatives is None:
+        return Candidates(s_pos, a_pos, s_neg, a_neg)
+    neg = _unit(negatives.detach(), dt)
+    s_all, a_all, idx = _against(neg, extra, z, p, phi, topk)
     s_key = None
-    if negatives is not None:
-        neg = _unit(negatives.detach(), dt)
-        s_all, a_all, idx = _against(neg, extra, z, p, phi, topk)
-        if key_similarities:
-            with torch.no_grad():
-                s_key = torch.bmm(pos, neg.transpose(1, 2)).gather(-1, idx)
-    return Candidates(s_pos, a_pos, s_all.gather(-1, idx), a_all.gather(-1, idx), s_key)
+    if key_similarities:
+        with torch.no_grad():
+            s_key = torch.bmm(pos, neg.transpose(1, 2)).gather(-1, idx)
+    return Candidates(s_pos, a_pos, pick(s_all, idx), pick(a_all, idx), s_key)
 
 
 def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: torch.Tensor, phi: nn.Module,
@@ -81,15 +84,59 @@ def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: 
     return s_all, a_all, idx
 
 
-def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(similarities, temperature logits, top-k positions) of each anchor against the other anchors of the batch
-    (not itself, not its positive at offset N/2)."""
-    n, half = z.shape[1], z.shape[1] // 2
-    s_all = torch.bmm(z, z.transpose(1, 2))                               # all pairs of all heads
-    a_all = torch.bmm(p, p.transpose(1, 2))                               # <phi(u), phi(v)> of all pairs
+def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(similarities, temperature logits) (C, N, k) of each anchor's k hardest negatives among the other anchors
+    of the batch (not itself, not its positive at offset N/2). The (2C, N, N) products of all pairs live only
+    until their chosen entries are picked."""
+    C, n = z.shape[0], z.shape[1]
+    both = _Gram.apply(z, z.transpose(1, 2), p, p.transpose(1, 2))      # [z z^T; p p^T]: <phi(u), phi(v)> below
+    half = n // 2
     with torch.no_grad():
-        candidates = s_all.detach().clone()
-        for offset in (0, half, -half):                                   # self and positive are not negatives
-            candidates.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
-        idx = candidates.topk(min(topk, n - 2), dim=-1).indices
-    return s_all, a_all, idx
+        excluded = both[:C].detach()                                    # in place: only `pick` reads it
+        for offset in (0, half, -half):                                 # self and positive are not negatives
+            excluded.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
+        idx = excluded.topk(min(topk, n - 2), dim=-1).indices
+    chosen = pick(both, idx.repeat(2, 1, 1))
+    return chosen[:C], chosen[C:]
+
+
+class _Gram(torch.autograd.Function):
+    """bmm(x1, y1t) and bmm(x2, y2t) of the same shapes as one batched product of 2C items, stacked (2C, N, M).
+
+    MKL's batched gemm gives each thread whole items: C heads on an even number of threads leave one idle for a
+    head when C is odd, 2C items do not. Values and gradients are those of the two bmm calls (the same gemm per
+    item), and the gradients reach x1, y1t, x2, y2t as they would from them."""
+
+    @staticmethod
+    def forward(ctx, x1, y1t, x2, y2t):
+        x, y = torch.cat([x1, x2]), torch.cat([y1t.transpose(1, 2), y2t.transpose(1, 2)])
+        ctx.save_for_backward(x, y)
+        return torch.bmm(x, y.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, y = ctx.saved_tensors
+        C = x.shape[0] // 2
+        gx, gyt = grad.bmm(y), x.transpose(1, 2).bmm(grad)
+        return gx[:C], gyt[:C], gx[C:], gyt[C:]
+
+
+class _Pick(torch.autograd.Function):
+    """x.gather(-1, index), keeping for the backward only the index and x's shape (not x itself)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = x.shape
+        return x.gather(-1, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, = ctx.saved_tensors
+        return grad.new_zeros(ctx.shape).scatter_add_(-1, index, grad), None
+
+
+def pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The entries of x (..., M) at index (..., k) along the last axis, with gather's values and gradient; x is
+    not kept for the backward, so a large similarity matrix is freed as soon as its chosen entries are read."""
+    return _Pick.apply(x, index)

@@ -108,12 +108,12 @@ class SSLModel(nn.Module):
         backbone, projector = self.encoders(target)
         return projector(backbone(x))
 
-    def output(self, loss: torch.Tensor, features: torch.Tensor | None) -> StepOutput:
+    def output(self, loss: torch.Tensor, features: torch.Tensor) -> StepOutput:
         """The StepOutput of a forward whose loss is `loss` (the AMCL loss's records when AMCL is on)."""
         stats, pairs = {}, {}
         if self.amcl:
             stats, pairs = dict(self.criterion.last_stats), dict(self.criterion.last_pairs)
-        return StepOutput(loss, stats, None if features is None else features.detach(), pairs)
+        return StepOutput(loss, stats, features.detach(), pairs)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
