@@ -82,7 +82,7 @@ class Run:
     probe: OnlineProbe | None
     stop: StopFlag
     steps_per_epoch: int
-    metrics: MetricsLog | None = None      # opened last, once the run is built
+    metrics: MetricsLog | None = None      # opened once the run is built (a sink may fail to start)
     epoch: int = 0                 # completed epochs
     step: int = 0                  # completed steps
     skip: int = 0                  # batches of the current epoch already trained on (mid-epoch resume)
@@ -145,9 +145,9 @@ def start_run(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> Run:
     if info.distributed:
         run.model = DistributedDataParallel(model, device_ids=[info.device] if info.device.type == "cuda" else None,
                                             broadcast_buffers=False)
+    run.metrics = MetricsLog(folder, info.is_main, open_sinks(cfg, folder, cfg_flat) if info.is_main else [])
     if info.is_main:
         write_config(folder, {**cfg_flat, "dist.world_size": info.world_size}, facts, run.history)
-    run.metrics = MetricsLog(folder, info.is_main, open_sinks(cfg, folder, cfg_flat) if info.is_main else [])
     dist.barrier()
     return run
 

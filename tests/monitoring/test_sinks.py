@@ -70,6 +70,20 @@ def test_without_the_package_the_flag_fails_in_one_line(data, tmp_path, monkeypa
     assert not (tmp_path / "run").exists()                                  # refused before any work
 
 
+def test_a_wandb_that_cannot_start_is_one_line_before_the_run_is_recorded(data, tmp_path, offline, monkeypatch):
+    import wandb
+
+    def no_login(**kwargs):
+        raise wandb.errors.UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(wandb, "init", no_login)
+    with pytest.raises(UserError) as err:
+        run(tiny_args(data[0], tmp_path, "--logging.wandb=1", "--training.max_steps=1"))
+    assert str(err.value) == ("wandb could not start (No API key configured. Use `wandb login` to log in.): run "
+                              "`wandb login`, set WANDB_MODE=offline, or --logging.wandb=0")
+    assert not (tmp_path / "config.json").exists() and not (tmp_path / "wandb_id").exists()
+
+
 def test_wandb_is_not_imported_when_off():
     code = ("import sys, ffcv_amcl.train, ffcv_amcl.monitoring.sinks, ffcv_amcl.plots, ffcv_amcl.export; "
             "assert 'wandb' not in sys.modules")
