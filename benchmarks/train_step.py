@@ -50,7 +50,7 @@ from ffcv_amcl.losses.temperature import omega, pair_tau  # noqa: E402
 from ffcv_amcl.model.compiled import compile_backend, compile_model  # noqa: E402
 from ffcv_amcl.model.backbone import make_backbone  # noqa: E402
 from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, synthetic_views, time_step  # noqa: E402
-from ffcv_amcl.train import make_loaders  # noqa: E402
+from ffcv_amcl.run_state import make_loaders  # noqa: E402
 
 
 def reference_loss_fn():
