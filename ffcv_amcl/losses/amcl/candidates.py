@@ -86,39 +86,22 @@ def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: 
 
 def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarities, temperature logits) (C, N, k) of each anchor's k hardest negatives among the other anchors
-    of the batch (not itself, not its positive at offset N/2). The (2C, N, N) products of all pairs live only
-    until their chosen entries are picked."""
-    C, n = z.shape[0], z.shape[1]
-    both = _Gram.apply(z, z.transpose(1, 2), p, p.transpose(1, 2))      # [z z^T; p p^T]: <phi(u), phi(v)> below
-    half = n // 2
+    of the batch (not itself, not its positive at offset N/2). Each (C, N, N) matrix of all pairs lives only
+    until its chosen entries are picked."""
+    s_neg, idx = _hardest(torch.bmm(z, z.transpose(1, 2)), min(topk, z.shape[1] - 2))
+    return s_neg, pick(torch.bmm(p, p.transpose(1, 2)), idx)                # <phi(u), phi(v)> of the chosen pairs
+
+
+def _hardest(s_all: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the k largest similarities of each row of s_all (C, N, N) but the row's anchor and its positive at
+    offset N/2, their positions). The excluded entries are overwritten in s_all: nothing else reads it."""
+    half = s_all.shape[1] // 2
     with torch.no_grad():
-        excluded = both[:C].detach()                                    # in place: only `pick` reads it
-        for offset in (0, half, -half):                                 # self and positive are not negatives
+        excluded = s_all.detach()
+        for offset in (0, half, -half):
             excluded.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
-        idx = excluded.topk(min(topk, n - 2), dim=-1).indices
-    chosen = pick(both, idx.repeat(2, 1, 1))
-    return chosen[:C], chosen[C:]
-
-
-class _Gram(torch.autograd.Function):
-    """bmm(x1, y1t) and bmm(x2, y2t) of the same shapes as one batched product of 2C items, stacked (2C, N, M).
-
-    MKL's batched gemm gives each thread whole items: C heads on an even number of threads leave one idle for a
-    head when C is odd, 2C items do not. Values and gradients are those of the two bmm calls (the same gemm per
-    item), and the gradients reach x1, y1t, x2, y2t as they would from them."""
-
-    @staticmethod
-    def forward(ctx, x1, y1t, x2, y2t):
-        x, y = torch.cat([x1, x2]), torch.cat([y1t.transpose(1, 2), y2t.transpose(1, 2)])
-        ctx.save_for_backward(x, y)
-        return torch.bmm(x, y.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, y = ctx.saved_tensors
-        C = x.shape[0] // 2
-        gx, gyt = grad.bmm(y), x.transpose(1, 2).bmm(grad)
-        return gx[:C], gyt[:C], gx[C:], gyt[C:]
+        idx = excluded.topk(k, dim=-1).indices
+    return pick(s_all, idx), idx
 
 
 class _Pick(torch.autograd.Function):
