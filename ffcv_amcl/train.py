@@ -23,6 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ffcv_amcl import distributed as dist
+from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path, remove_stale_temps
 from ffcv_amcl.checkpoint import (RESUME_KEYS, config_mismatch, find_latest, load_checkpoint, load_weights,
                                   save_checkpoint)
@@ -524,6 +525,7 @@ def train(cfg, facts: dict, info: dist.DistInfo) -> dict:
 
 def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
     set_backends(cfg, info)
+    machine.set_torch_threads(cfg.training.threads)
     run = start_run(cfg, facts, info, stop)
     try:
         first_record(run)
