@@ -1,4 +1,4 @@
-"""AMCL: multi-head losses with a learned temperature per pair (AMCL_SPEC.md is the source of truth).
+"""AMCL: multi-head losses with a learned temperature per pair (docs/amcl.md gives the formulation).
 
 All C heads are one batched computation: views are stacked as (C, 2B, D), every pair similarity of every
 head is one batched product (einsum 'cid,cjd->cij', run as bmm), phi runs once on all C*2B rows, pair
@@ -6,7 +6,7 @@ temperatures are one more batched product of phi outputs
 (<phi(u), phi(v)> factorises), and the hardest negatives are one top-k. There is no loop over heads.
 phi, Omega and the division by tau run in float32 with autocast off (1/tau reaches 1/tau_min = 1e5).
 
-Forms (`form=`, AMCL_SPEC.md "The reference form is unbounded"):
+Forms (`form=`; docs/amcl.md, "Why `ref` is unbounded"):
   ref     the reference code's formulas, exactly (kept to reproduce it; unbounded below: every temperature is
           driven to tau_min);
   hetero  heteroscedastic: phi learns only from the Gaussian negative log-likelihood of the positive pairs with
@@ -35,7 +35,7 @@ from ffcv_amcl.losses.temperature import gaussian_nll, make_phi, omega, pair_tau
 
 FORMS = ("ref", "hetero", "post")
 # Lowest temperature of each form when the config leaves it open: the spec's 1e-5 for ref (kept exact); bounded
-# forms at 0.02, below which only positives with s+ > 0.98 would put their optimum (benchmarks/amcl_study.py).
+# forms at 0.02, below which only positives with s+ > 0.98 would put their optimum (benchmarks/studies/amcl_study.py).
 FORM_TAU_MIN = {"ref": 1e-5, "hetero": 0.02, "post": 0.02}
 DEFAULT_FORM = "hetero"      # the form the study supports (BENCHMARKS.md, AMCL study); config.py's default too
 
@@ -276,8 +276,8 @@ class AMCLSimSiam(_AMCLBase):
     -1/2 s1/tau1 - 1/2 s2/tau2 + beta*Omega(tau1) + beta*Omega(tau2), summed over heads,
     with s1 = cos(pa, sg zb), tau1 = tau(pa, sg zb) and symmetrically (`ref`). `hetero`: the same similarity
     term with the temperatures detached, plus 1/2 the Gaussian NLL (1 - sg s)/tau + (d/2) log tau of each pair,
-    which alone trains phi. phi sees the normalised p and z (AMCL_SPEC: z = normalize(g(h)) where the method uses
-    cosine similarity). No negatives: last_stats "tau_neg" is NaN.
+    which alone trains phi. phi sees the normalised p and z (z = normalize(g(h)) where the method uses cosine
+    similarity). No negatives: last_stats "tau_neg" is NaN.
     """
 
     forms = ("ref", "hetero")
