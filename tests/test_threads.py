@@ -38,8 +38,8 @@ def test_worker_count_leaves_the_weights_bit_identical(quickstart_betons, tmp_pa
     weights = {}
     for workers in (1, 2):
         out = run(["--config-file", str(QUICKSTART), f"--data.train_dataset={train}", f"--data.val_dataset={test}",
-                   f"--data.num_workers={workers}", "--training.epochs=2", f"--logging.folder={tmp_path / str(workers)}",
-                   "--training.resume=none"])
+                   f"--data.num_workers={workers}", "--training.epochs=2", "--training.resume=none",
+                   f"--logging.folder={tmp_path / str(workers)}"])
         weights[workers] = load_checkpoint(out["checkpoint"])["model"]
     assert weights[1].keys() == weights[2].keys()
     differ = [k for k in weights[1] if not torch.equal(weights[1][k], weights[2][k])]
