@@ -174,8 +174,9 @@ SPEC = {
         overwrite=flag(0, "with resume=none: 1 = delete the checkpoints, metrics and config of an earlier run in "
                           "logging.folder first (otherwise such a folder is refused)"),
         seed=integer(0, 0, desc="seed of weights, augmentations and sample order"),
-        threads=integer(0, 0, desc="torch's CPU threads (0 = the usable cores, shared among the processes torchrun "
-                                   "starts on the machine); the same for any data.num_workers"),
+        threads=integer(0, 0, desc="torch's CPU threads (0 = OMP_NUM_THREADS if set, else the usable cores shared "
+                                   "among the processes torchrun starts on the machine); independent of "
+                                   "data.num_workers"),
         optimizer=choice("sgd", "sgd", "lars", desc="sgd (momentum) or lars for large batches"),
         momentum=number(0.9, 0, 1, desc="SGD/LARS momentum"),
         weight_decay=number(5e-4, 0, desc="weight decay"),

@@ -25,10 +25,14 @@ def usable_cores() -> int:
 
 
 def torch_threads(setting: int = 0) -> int:
-    """torch's CPU thread count for `training.threads`: the setting itself, or for 0 the usable cores shared
+    """torch's CPU thread count for `training.threads`: the setting itself; for 0, OMP_NUM_THREADS when it is
+    set (the variable torch itself reads, and torchrun sets for several processes), else the usable cores shared
     among the processes torchrun starts on this machine (LOCAL_WORLD_SIZE; one process alone gets them all)."""
     if setting > 0:
         return int(setting)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
     local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     return max(1, usable_cores() // local)
 

@@ -104,11 +104,15 @@ def test_importing_the_package_changes_nothing_in_ffcv():
     assert r.returncode == 0, r.stderr
 
 
-def test_default_threads_are_the_usable_cores_shared_by_local_processes(monkeypatch):
+def test_default_threads_follow_omp_num_threads_else_the_usable_cores(monkeypatch):
     cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert machine.torch_threads(0) == cores and machine.torch_threads(3) == 3
-    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))          # torchrun's processes share the cores
     assert machine.torch_threads(0) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")                      # what the user (or torchrun) asked for
+    assert machine.torch_threads(0) == 5 and machine.torch_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert machine.torch_threads(0) == cores
