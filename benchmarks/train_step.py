@@ -47,7 +47,7 @@ from ffcv_amcl.losses.amcl import AMCLContrastive
 from ffcv_amcl.model.compiled import compile_backend, compile_model
 from ffcv_amcl.model.backbone import make_backbone
 from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, synthetic_views, time_step
-from ffcv_amcl.train import make_loaders
+from ffcv_amcl.run_state import make_loaders
 
 
 # ---------------------------------------------------------------------------------------------------- data

@@ -1,9 +1,21 @@
-"""Checkpoints: written atomically, read with `weights_only=True`, newest valid one found for resume.
+"""Checkpoints: what a run saves and restores, written atomically, read with `weights_only=True`, the newest
+valid one found for resume.
 
-A checkpoint is a dict of tensors and plain containers only (model/optimizer/scaler state dicts, ints,
-floats, strings, the flat config), so `torch.load(..., weights_only=True)` accepts it and a file from
-elsewhere cannot run code when loaded. Files are `ckpt_e{epoch:04d}_s{step:08d}.pt` in logging.folder;
-"newest" is the highest step whose file loads, so a file truncated by a crash is skipped, not fatal.
+A checkpoint is a dict of tensors and plain containers only, so `torch.load(..., weights_only=True)` accepts it
+and a file from elsewhere cannot run code when loaded. `save_run` is its schema:
+
+  format          FORMAT; a file of another format is refused in one line
+  model, optimizer, scaler, probe    state dicts (probe: the online linear probe's, when it is on)
+  epoch, step     epochs and steps completed
+  batch_in_epoch  > 0: a mid-epoch checkpoint, that many batches of the next epoch done (epoch_stats: their totals)
+  config          the flat settings the run trained under; world_size, its number of processes
+  history         the resumes under changed settings: [{epoch, step, changed: {key: [old, new]}}]
+  torch_version   the writer's torch
+
+`load_checkpoint` is the one reader: every command reads through it, and it fills in what checkpoints written
+before a field or setting existed ran with (LEGACY_*), so no other code knows about old files. Files are
+`ckpt_e{epoch:04d}_s{step:08d}.pt` in logging.folder; "newest" is the highest step whose file loads, so a file
+truncated by a crash is skipped, not fatal.
 """
 from __future__ import annotations
 
@@ -15,18 +27,16 @@ from pathlib import Path
 import torch
 
 from ffcv_amcl.atomic import atomic_path
+from ffcv_amcl.compatibility import WORLD_SIZE
 from ffcv_amcl.errors import UserError
 
 NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
 FORMAT = 1
-# Settings a checkpoint's weights depend on: resuming or evaluating with other values cannot work.
-MODEL_KEYS = ("model.arch", "model.method", "model.amcl", "model.heads", "model.stem", "model.proj_dim",
-              "model.proj_hidden", "model.pred_hidden", "data.image_size", "loss.queue_size", "loss.tau_hidden")
-# Settings a resumed run must keep: the weights' and the objective's (the same weights trained on under another
-# AMCL form would silently become another experiment).
-RESUME_KEYS = (*MODEL_KEYS, "loss.amcl_form", "loss.nll_dim")
-# What checkpoints written before a setting existed ran with.
-LEGACY = {"loss.amcl_form": "ref"}
+# What checkpoints that lack a setting or a field ran with.
+LEGACY_CONFIG = {"loss.amcl_form": "ref"}
+LEGACY_FIELDS = {"batch_in_epoch": 0, "world_size": 1, "epoch_stats": None, "history": []}
+# Mid-epoch totals of a monitor kept under another key of epoch_stats: key -> the monitor's name.
+LEGACY_MONITORS = {"health": "temperature_health"}
 
 
 def checkpoint_name(epoch: int, step: int) -> str:
@@ -46,13 +56,42 @@ def save_torch(obj, path: str | os.PathLike) -> Path:
 
 
 def save_checkpoint(folder: str | os.PathLike, state: dict) -> Path:
-    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt (save_torch)."""
+    """Write `state` (needs 'epoch' and 'step') to folder/ckpt_e..._s....pt (save_torch), stamped with FORMAT."""
     return save_torch({"format": FORMAT, **state},
                       Path(folder) / checkpoint_name(int(state["epoch"]), int(state["step"])))
 
 
+def save_run(folder: str | os.PathLike, *, model: dict, optimizer: dict, scaler: dict, epoch: int, step: int,
+             batch_in_epoch: int, config: dict, world_size: int, epoch_stats: dict | None = None,
+             probe: dict | None = None, history: list = ()) -> Path:
+    """Save a run's state (the schema above) as folder's checkpoint for (epoch, step)."""
+    state = {"model": model, "optimizer": optimizer, "scaler": scaler, "epoch": epoch, "step": step,
+             "batch_in_epoch": batch_in_epoch, "config": config, "world_size": world_size,
+             "epoch_stats": epoch_stats, "history": list(history), "torch_version": str(torch.__version__)}
+    if probe is not None:
+        state["probe"] = probe
+    return save_checkpoint(folder, state)
+
+
+def restore_run(state: dict, path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler,
+                probe=None) -> None:
+    """Load a checkpoint's weights, optimiser and scaler state (and the online probe's, when both have one) into
+    a run's objects; one UserError line when they do not fit."""
+    load_weights(model, state, path)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if probe is not None and state.get("probe"):
+            probe.load_state_dict(state["probe"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"checkpoint {path} does not fit this model's optimiser ({str(exc).splitlines()[0][:120]}): "
+                        f"use another logging.folder, or start over with --training.resume=none "
+                        f"--training.overwrite=1")
+    scaler.load_state_dict(state["scaler"])
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load with weights_only=True; UserError (one line) when the file is missing, truncated or foreign."""
+    """The checkpoint at `path`, read with weights_only=True, its legacy gaps filled; UserError (one line) when
+    the file is missing, truncated, foreign or of another format."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found: check the path")
@@ -65,7 +104,28 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
                         f"ffcv-amcl; pick another file")
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"checkpoint {path} is not an ffcv-amcl training checkpoint (no model/config entries)")
+    if state.get("format") != FORMAT:
+        raise UserError(f"checkpoint {path} is in format {state.get('format')!r} and this version of ffcv-amcl "
+                        f"reads format {FORMAT}: use the version that wrote it")
+    return fill_legacy(state)
+
+
+def fill_legacy(state: dict) -> dict:
+    """`state` with what it lacks filled in from LEGACY_*: the settings and fields older checkpoints ran with."""
+    state = {**LEGACY_FIELDS, **state, "config": {**LEGACY_CONFIG, **state["config"]}}
+    state["history"] = list(state["history"])
+    stats = state["epoch_stats"]
+    if stats and any(key in stats for key in LEGACY_MONITORS):
+        monitors = {**stats.get("monitors", {}), **{LEGACY_MONITORS[k]: v for k, v in stats.items()
+                                                    if k in LEGACY_MONITORS}}
+        state["epoch_stats"] = {**{k: v for k, v in stats.items() if k not in LEGACY_MONITORS}, "monitors": monitors}
     return state
+
+
+def saved_settings(state: dict) -> dict:
+    """The settings a checkpoint trained under, as check_compatible compares them: its flat config and its
+    number of processes."""
+    return {**state["config"], WORLD_SIZE: int(state["world_size"])}
 
 
 def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
@@ -95,15 +155,6 @@ def find_latest(folder: str | os.PathLike, map_location="cpu", *, warn=_warn) ->
     return None
 
 
-def config_mismatch(saved: dict, current: dict, keys=MODEL_KEYS) -> str | None:
-    """First setting in `keys` whose value differs, as 'key: checkpoint X, config Y'; None when all agree."""
-    for key in keys:
-        old = saved.get(key, LEGACY.get(key))
-        if old is not None and key in current and old != current[key]:
-            return f"{key}: checkpoint {old!r}, config {current[key]!r}"
-    return None
-
-
 def load_weights(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
     """Load a checkpoint's model weights into `model` (strict); one UserError line when they do not fit."""
     try:
@@ -117,15 +168,15 @@ def load_weights(model: torch.nn.Module, state: dict, path: str | os.PathLike) -
 def restore_model(checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu", state: dict | None = None):
     """(model, cfg, state): the SSL model a checkpoint's stored config describes, with its weights, in eval mode.
 
-    The one place that rebuilds a model from a checkpoint (eval, plots, profile, export call it; the trainer's
-    resume loads into the model it built with `load_weights`). `state` skips reading the file again."""
+    The one place that rebuilds a model from a checkpoint (eval, plots and export call it; the trainer's resume
+    and the profiler load into the model they built). `state` skips reading the file again."""
     from ffcv_amcl.config import from_flat
     from ffcv_amcl.model.ssl import build_model
 
     state = state if state is not None else load_checkpoint(checkpoint)
     try:
         cfg = from_flat(dict(state["config"]))
-        model = build_model(cfg, global_batch=cfg.training.batch_size * int(state.get("world_size", 1)),
+        model = build_model(cfg, global_batch=cfg.training.batch_size * int(state["world_size"]),
                             device=device)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"checkpoint {checkpoint} stores settings this version cannot rebuild ({exc}): use the "

@@ -171,6 +171,8 @@ SPEC = {
         batch_size=integer(512, 1, desc="images per step per process (GPU)"),
         lr=number(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
         resume=text("auto", "auto = newest valid checkpoint in logging.folder, none (start over), or a .pt path"),
+        resume_changed=flag(0, "1 = resume even where settings that shape the run differ from the checkpoint's "
+                               "(recorded in metrics.jsonl and config.json's history); 0 = refuse such a resume"),
         overwrite=flag(0, "with resume=none: 1 = delete the checkpoints, metrics and config of an earlier run in "
                           "logging.folder first (otherwise such a folder is refused)"),
         seed=integer(0, 0, desc="seed of weights, augmentations and sample order"),
@@ -224,6 +226,10 @@ SPEC = {
     "logging": ("Logging", dict(
         folder=text("runs/train", "checkpoints, config.json, metrics.jsonl"),
         tensorboard=flag(0, "1 = also write TensorBoard events (needs the tensorboard package)"),
+        wandb=flag(0, "1 = also log to Weights & Biases (needs the wandb package; WANDB_MODE=offline works without "
+                      "a network)"),
+        wandb_project=text("ffcv-amcl", "wandb project"),
+        wandb_group=text("", "wandb group ('' = none), e.g. to gather the seeds of one variant"),
     )),
     "eval": ("Evaluation", dict(
         knn_every=integer(10, 0, desc="kNN monitor every N epochs, plus epoch 0 and the last (0 = off)"),
@@ -243,6 +249,15 @@ SPEC = {
         backend=choice("auto", "auto", "nccl", "gloo", desc="auto = nccl on GPU, gloo on CPU"),
     )),
 }
+
+# Settings that do not shape the weights a run trains (where it logs, what it evaluates, how fast and where it
+# runs): a resume may change them freely; every other setting must match the checkpoint's (checkpoint
+# compatibility), and so must the number of processes. An entry ending in "." covers its whole section.
+RESUME_FREE = ("logging.", "eval.", "dist.", "data.num_workers", "data.val_dataset", "training.resume",
+               "training.resume_changed", "training.overwrite", "training.log_every", "training.checkpoint_every",
+               "training.max_steps", "training.device", "training.compile", "training.deterministic",
+               "training.threads")
+
 
 def declare(config: Config | None = None, sections: dict | None = None) -> Config:
     """Register SPEC (or `sections`) on a fresh fastargs Config (not the global one: tests parse often)."""
@@ -377,9 +392,8 @@ def to_flat(cfg: SimpleNamespace) -> dict:
 
 
 def from_flat(flat: dict) -> SimpleNamespace:
-    """Inverse of to_flat; fills settings added since the checkpoint with today's defaults."""
+    """Inverse of to_flat; fills settings `flat` lacks with today's defaults."""
     values = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
-    values["loss.amcl_form"] = "ref"      # what checkpoints written before the setting existed trained with
     values.update(flat)
     values["data.crop_scale"] = Pair().check(values["data.crop_scale"])
     return to_namespace(values)

@@ -15,6 +15,11 @@ class UserError(ValueError):
     A ValueError, so library callers can catch it without importing ffcv_amcl's own exception types."""
 
 
+def warn(message: str) -> None:
+    """A warning: one line on stderr, prefixed `warning: `."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def check(condition: bool, message: str) -> None:
     """Raise UserError(message) unless condition holds."""
     if not condition:

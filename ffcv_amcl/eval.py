@@ -18,7 +18,8 @@ import torch
 from ffcv_amcl import distributed as dist
 from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import MODEL_KEYS, load_checkpoint, restore_model
+from ffcv_amcl.checkpoint import load_checkpoint, restore_model, saved_settings
+from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.config import beton_samples, parse_argv
 from ffcv_amcl.errors import UserError, check, check_output_file, cli
 from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
@@ -28,11 +29,8 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
     """kNN and linear-probe top-1 (percent) of the checkpoint's backbone on the given splits."""
     state = state if state is not None else load_checkpoint(checkpoint)
     values, explicit = parse_argv(argv, prog="ffcv-amcl-eval")
-    saved = dict(state["config"])
-    for key in explicit:
-        if key in MODEL_KEYS and key in saved and values[key] != saved[key]:
-            raise UserError(f"{key}={values[key]!r} does not match checkpoint {checkpoint} ({saved[key]!r}): "
-                            f"drop the flag or pick the matching checkpoint")
+    check_compatible(saved_settings(state), {key: values[key] for key in explicit}, source=f"checkpoint {checkpoint}",
+                     fix="drop the flag or pick the matching checkpoint")
     d = values
     train_path, val_path = d["data.train_dataset"], d["data.val_dataset"]
     check(bool(val_path), "data.val_dataset is empty: pass --data.val_dataset=path/to/test.beton")

@@ -18,11 +18,15 @@ from torch import nn
 from torchvision import models
 
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import restore_model, save_torch
-from ffcv_amcl.errors import ArgumentParser, UserError, check, cli
+from ffcv_amcl.checkpoint import load_checkpoint, restore_model, save_torch, saved_settings
+from ffcv_amcl.compatibility import check_compatible
+from ffcv_amcl.errors import ArgumentParser, check, cli
 from ffcv_amcl.model.backbone import resolve_stem
+from ffcv_amcl.monitoring.metrics import read_metrics
+from ffcv_amcl.monitoring.names import KNN_TOP1, ONLINE_LINEAR_TOP1, STEP
+from ffcv_amcl.run_folder import CONFIG_FILE, read_config
 
-METRIC_KEYS = ("knn_top1", "online_linear_top1")
+METRIC_KEYS = (KNN_TOP1, ONLINE_LINEAR_TOP1)
 CIFAR_STEM = "m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); m.maxpool = nn.Identity(); "
 
 
@@ -59,15 +63,7 @@ def epoch_metrics(run: Path, step: int) -> dict:
 
     A record matches by step (mid-epoch checkpoints log as the next epoch); the last match wins, as a
     resumed run rewrites its records."""
-    match: dict = {}
-    path = run / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue                     # a line cut by a crash: the others still count
-        if isinstance(rec, dict) and rec.get("step") == step:
-            match = rec
+    match = ([r for r in read_metrics(run) if r.get(STEP) == step] or [{}])[-1]
     return {k: match.get(k) for k in METRIC_KEYS}
 
 
@@ -89,7 +85,13 @@ def export_backbone(checkpoint: str | Path, out: str | Path) -> dict:
     check(out.parent.is_dir(), f"--out folder {out.parent} does not exist: create it or pick another --out")
     check(not out.is_dir(), f"--out {out} is a folder: give a file name such as {out / 'backbone.pt'}")
     check(sidecar != out, f"--out {out} ends in .json, the description's name: use e.g. {out.with_suffix('.pt')}")
-    model, cfg, state = restore_model(checkpoint, device="cpu")
+    state = load_checkpoint(checkpoint)
+    folder_settings = read_config(checkpoint.parent)
+    if folder_settings is not None:      # its metrics describe these weights only if the folder is their run's
+        check_compatible(saved_settings(state), folder_settings, source=f"checkpoint {checkpoint}",
+                         fix=f"{checkpoint.parent / CONFIG_FILE} belongs to another run; move the checkpoint to "
+                             f"its own run folder")
+    model, cfg, state = restore_model(checkpoint, device="cpu", state=state)
     weights = {k: v.detach().contiguous() for k, v in model.backbone.state_dict().items()}
     stem = resolve_stem(cfg.model.stem, cfg.data.image_size)
     info = describe(cfg, model, state, checkpoint, out, stem, torchvision_differences(cfg.model.arch, weights, stem))

@@ -18,7 +18,6 @@ renamed, so a failure leaves no half-written figure behind.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -29,10 +28,14 @@ import torch.nn.functional as F
 
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import config_mismatch, find_latest, restore_model
-from ffcv_amcl.errors import ArgumentParser, UserError, check, cli, user_io
+from ffcv_amcl.checkpoint import find_latest, restore_model, saved_settings
+from ffcv_amcl.compatibility import check_compatible
+from ffcv_amcl.errors import ArgumentParser, check, cli, user_io, warn
 from ffcv_amcl.model.methods.base import view_pair_masks
-from ffcv_amcl.run_folder import MetricsLog, warn
+from ffcv_amcl.monitoring.metrics import METRICS_FILE, read_metrics
+from ffcv_amcl.monitoring.names import (EPOCH, KINDS, KNN_TOP1, LOSS, LR, ONLINE_LINEAR_TOP1, STEP, TAU_STATS,
+                                        head_field, heads, tau_mean, tau_stat)
+from ffcv_amcl.run_folder import CONFIG_FILE, read_config
 
 matplotlib.use("Agg")  # files only, no display
 POS, NEG = "#1f77b4", "#d62728"
@@ -40,14 +43,14 @@ POS, NEG = "#1f77b4", "#d62728"
 
 # ---------------------------------------------------------------------------------------------------- inputs
 
-def read_metrics(run: Path) -> list[dict]:
-    """The epoch records of metrics.jsonl (a damaged line is skipped with a warning, as on resume); UserError
-    when the folder or the log is missing or holds no record."""
+def run_records(run: Path) -> list[dict]:
+    """The epoch records of the run's metrics.jsonl; UserError when the folder or the log is missing or holds no
+    record."""
     check(run.is_dir(), f"run folder {run} not found: pass the logging.folder of a training run to --run")
-    path = run / "metrics.jsonl"
-    check(path.is_file(), f"run folder {run} has no metrics.jsonl: point --run at a folder written by "
+    path = run / METRICS_FILE
+    check(path.is_file(), f"run folder {run} has no {METRICS_FILE}: point --run at a folder written by "
                           f"ffcv-amcl-train (its logging.folder)")
-    records = MetricsLog(run, enabled=True, tensorboard=False).read()
+    records = read_metrics(run)
     check(bool(records), f"{path} holds no epoch record: train for at least one epoch first")
     return records
 
@@ -58,16 +61,11 @@ def load_run(run: Path, device: torch.device):
     check(found is not None, f"run folder {run} holds no loadable checkpoint (ckpt_e*_s*.pt): train until one "
                              f"is saved (training.checkpoint_every, or the end of the run)")
     path, state = found
-    cfg_json = run / "config.json"
-    if cfg_json.is_file():
-        try:
-            folder_cfg = json.loads(cfg_json.read_text())
-        except ValueError:
-            raise UserError(f"{cfg_json} is not JSON: the file is damaged; restore it or delete it")
-        diff = config_mismatch(dict(state["config"]), folder_cfg)
-        if diff:
-            raise UserError(f"checkpoint {path} does not match {cfg_json} ({diff}): the folder mixes two runs; "
-                            f"move the checkpoint to its own run folder")
+    folder_settings = read_config(run)
+    if folder_settings is not None:
+        check_compatible(saved_settings(state), folder_settings, source=f"checkpoint {path}",
+                         fix=f"{run / CONFIG_FILE} belongs to another run (the folder mixes two runs); move the "
+                             f"checkpoint to its own run folder")
     model, cfg, state = restore_model(path, device=device, state=state)
     return model, cfg, path, state
 
@@ -159,14 +157,15 @@ def curve(records: list[dict], key: str, x: str, out: Path, *, title: str, ylabe
 
 
 def tau_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
-    heads = sorted({int(k[len("tau_pos_head"):]) for r in records for k in r if k.startswith("tau_pos_head")})
-    if not heads:
+    shown = heads(records, tau_mean("pos"))
+    if not shown:
         return None
     fig, ax = _figure(f"{run_name}: mean learned temperature per head", "epoch", "mean temperature τ over the epoch")
-    for c in heads:
-        for kind, style in (("pos", "-"), ("neg", "--")):
-            pts = [(r["epoch"], r[f"tau_{kind}_head{c}"]) for r in records
-                   if isinstance(r.get(f"tau_{kind}_head{c}"), (int, float)) and math.isfinite(r[f"tau_{kind}_head{c}"])]
+    for c in shown:
+        for kind, style in zip(KINDS, ("-", "--")):
+            field = head_field(tau_mean(kind), c)
+            pts = [(r[EPOCH], r[field]) for r in records
+                   if isinstance(r.get(field), (int, float)) and math.isfinite(r[field])]
             if pts:
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, style, marker="o" if len(xs) < 30 else None, color=f"C{c}",
@@ -181,23 +180,24 @@ def tau_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
 def tau_health_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
     """Per epoch and head: median and 10th-90th percentile band of tau+ and of the selected negatives' tau
     (left), and the shares within 1% of a bound (right): is the temperature adapting or stuck at a bound?"""
-    heads = sorted({int(k.rsplit("head", 1)[1]) for r in records for k in r if k.startswith("tau_pos_p50_head")})
-    if not heads:
+    shown = heads(records, tau_stat("pos", "p50"))
+    if not shown:
         return None
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for c in heads:
-        for kind, style in (("pos", "-"), ("neg", "--")):
-            rows = [r for r in records if isinstance(r.get(f"tau_{kind}_p50_head{c}"), (int, float))]
+    for c in shown:
+        for kind, style in zip(KINDS, ("-", "--")):
+            f = {name: head_field(tau_stat(kind, name), c) for name in TAU_STATS}
+            rows = [r for r in records if isinstance(r.get(f["p50"]), (int, float))]
             if not rows:
                 continue
-            ep = [r["epoch"] for r in rows]
+            ep = [r[EPOCH] for r in rows]
             label = f"head {c}, {'positive' if kind == 'pos' else 'negative'} pairs"
-            left.plot(ep, [r[f"tau_{kind}_p50_head{c}"] for r in rows], style, color=f"C{c}", label=label)
-            left.fill_between(ep, [r[f"tau_{kind}_p10_head{c}"] or np.nan for r in rows],
-                              [r[f"tau_{kind}_p90_head{c}"] or np.nan for r in rows], color=f"C{c}", alpha=0.15)
-            right.plot(ep, [100 * (r[f"tau_{kind}_at_min_head{c}"] + r[f"tau_{kind}_at_max_head{c}"])
-                            for r in rows], style, color=f"C{c}", marker="o" if len(ep) < 30 else None, label=label)
+            left.plot(ep, [r[f["p50"]] for r in rows], style, color=f"C{c}", label=label)
+            left.fill_between(ep, [r[f["p10"]] or np.nan for r in rows],
+                              [r[f["p90"]] or np.nan for r in rows], color=f"C{c}", alpha=0.15)
+            right.plot(ep, [100 * (r[f["at_min"]] + r[f["at_max"]]) for r in rows], style, color=f"C{c}",
+                       marker="o" if len(ep) < 30 else None, label=label)
     left.set_yscale("log")
     left.set(title=f"{run_name}: temperatures (median, 10th-90th percentile)", xlabel="epoch", ylabel="τ")
     right.set(title="share within 1% of tau_min or tau_max", xlabel="epoch", ylabel="% of pairs", ylim=(-2, 102))
@@ -241,15 +241,15 @@ def tau_bins(a: np.ndarray, b: np.ndarray, count: int) -> tuple[np.ndarray, bool
 def curve_figures(records: list[dict], out_dir: Path, name: str, cfg) -> list[Path]:
     """The per-epoch curves of metrics.jsonl (those it has records for)."""
     written = [p for p in (
-        curve(records, "loss", "epoch", out_dir / "loss.png", title=f"{name}: training loss",
+        curve(records, LOSS, EPOCH, out_dir / "loss.png", title=f"{name}: training loss",
               ylabel="mean loss over the epoch", label="training loss"),
-        curve(records, "lr", "step", out_dir / "lr.png", title=f"{name}: learning rate",
+        curve(records, LR, STEP, out_dir / "lr.png", title=f"{name}: learning rate",
               ylabel="learning rate (end of epoch)", label="learning rate"),
-        curve(records, "knn_top1", "epoch", out_dir / "knn.png", title=f"{name}: kNN monitor",
+        curve(records, KNN_TOP1, EPOCH, out_dir / "knn.png", title=f"{name}: kNN monitor",
               ylabel="kNN top-1 accuracy (%)", label=f"kNN top-1 (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})"),
         tau_curves(records, out_dir / "tau_curves.png", name),
         tau_health_curves(records, out_dir / "tau_health.png", name),
-        curve(records, "online_linear_top1", "epoch", out_dir / "online_linear.png", title=f"{name}: online probe",
+        curve(records, ONLINE_LINEAR_TOP1, EPOCH, out_dir / "online_linear.png", title=f"{name}: online probe",
               ylabel="online linear top-1 (%)", label="online linear probe, validation top-1"),
     ) if p is not None]
     if not any(p.name == "knn.png" for p in written):
@@ -291,7 +291,7 @@ def make_plots(run: str, out: str, *, batch_size: int = 256, device: str = "auto
     check(batch_size >= 2, f"--batch-size {batch_size}: similarity histograms need at least 2 images")
     check(bins >= 2, f"--bins {bins}: use at least 2 bins")
     check(not out_dir.is_file(), f"--out {out_dir} is a file: give a folder for the PNGs")
-    records = read_metrics(run_dir)
+    records = run_records(run_dir)
     dev = dist.pick_device(device)
     model, cfg, ckpt, state = load_run(run_dir, dev)
     val = val_dataset or cfg.data.val_dataset

@@ -32,13 +32,15 @@ from torch import nn
 from ffcv_amcl import distributed as dist
 from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.checkpoint import config_mismatch, load_checkpoint, load_weights
+from ffcv_amcl.checkpoint import load_checkpoint, load_weights, saved_settings
+from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.config import SPEC, Number, Text, parse_argv, resolve, to_flat, to_namespace, validate
 from ffcv_amcl.errors import UserError, check_output_file, cli
 from ffcv_amcl.model.compiled import compile_model
 from ffcv_amcl.model.ssl import build_model
 from ffcv_amcl.optim import WarmupCosine
-from ffcv_amcl.train import make_loaders, make_optimizer_for, precision_setup, train_step
+from ffcv_amcl.run_state import make_loaders, make_optimizer_for, precision_setup
+from ffcv_amcl.train import train_step
 
 # The profiler's own settings: a fastargs section beside the trainer's (a YAML file may carry it too).
 PROFILE_SECTION = {"profile": ("Profiler", dict(
@@ -224,10 +226,8 @@ def read_checkpoint(cfg) -> dict | None:
     if path in ("auto", "none"):
         return None
     state = load_checkpoint(path)
-    diff = config_mismatch(state["config"], to_flat(cfg))
-    if diff:
-        raise UserError(f"checkpoint {path} does not match this config ({diff}): profile it with the config it "
-                        f"was trained with, or drop --training.resume")
+    check_compatible(saved_settings(state), to_flat(cfg), source=f"checkpoint {path}",
+                     fix="profile it with the config it was trained with, or drop --training.resume")
     return state
 
 

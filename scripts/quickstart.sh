@@ -36,29 +36,8 @@ PY
 "$PY" -m ffcv_amcl.train --config-file rn_configs/digits_quickstart.yaml \
     --data.train_dataset="$TRAIN_BETON" --data.val_dataset="$TEST_BETON" \
     --logging.folder="$WORK/train" --training.resume=auto
-"$PY" - "$WORK/train/metrics.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-first, last = rows[0], [r for r in rows if "knn_top1" in r][-1]
-speeds = [r["images_per_s"] for r in rows if r.get("images_per_s")]
-print(f"quickstart: kNN top-1 before training (epoch 0, untrained network): {first['knn_top1']:.2f}%")
-print(f"quickstart: kNN top-1 after {last['epoch']} epochs: {last['knn_top1']:.2f}% "
-      f"({last['knn_top1'] - first['knn_top1']:+.2f} points)")
-if "online_linear_top1" in rows[-1]:
-    print(f"quickstart: online linear probe top-1 after {rows[-1]['epoch']} epochs: {rows[-1]['online_linear_top1']:.2f}%")
-end = rows[-1]
-heads = sorted({int(k.rsplit("head", 1)[1]) for k in end if k.startswith("tau_pos_p50_head")})
-for c in heads:   # AMCL's temperature health in the last epoch: adapting, or stuck at a bound?
-    at = lambda kind: end[f"tau_{kind}_at_min_head{c}"] + end[f"tau_{kind}_at_max_head{c}"]
-    rho = end.get(f"rank_corr_s_tau_head{c}")
-    print(f"quickstart: head {c} temperatures: tau+ median {end[f'tau_pos_p50_head{c}']:.3f} "
-          f"[p10 {end[f'tau_pos_p10_head{c}']:.3f}, p90 {end[f'tau_pos_p90_head{c}']:.3f}], negatives' median "
-          f"{end[f'tau_neg_p50_head{c}']:.3f}; at a bound: {at('pos'):.1%} of tau+, {at('neg'):.1%} of tau-; "
-          f"rank corr(s+, tau+) {'n/a' if rho is None else f'{rho:+.2f}'}")
-if speeds:
-    print(f"quickstart: training speed: {sum(speeds) / len(speeds):.0f} images/s (mean over {len(speeds)} epochs, "
-          f"two views per image)")
-PY
+# What the run's records say: kNN before and after, the online probe, AMCL's temperature health, the speed.
+"$PY" -m ffcv_amcl.monitoring.summary "$WORK/train" | sed 's/^/quickstart: /'
 # Linear probe on the frozen backbone of the final checkpoint (features computed once).
 CKPT="$(ls "$WORK"/train/ckpt_e*_s*.pt | sort | tail -n 1)"
 "$PY" -m ffcv_amcl.eval --checkpoint="$CKPT" --data.train_dataset="$TRAIN_BETON" \

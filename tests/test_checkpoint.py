@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from ffcv_amcl.checkpoint import (checkpoint_name, config_mismatch, find_latest, list_checkpoints,
-                                  load_checkpoint, save_checkpoint)
+from ffcv_amcl.checkpoint import (FORMAT, checkpoint_name, find_latest, list_checkpoints, load_checkpoint,
+                                  save_checkpoint, saved_settings)
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.optim import make_optimizer
 
@@ -84,10 +84,32 @@ def test_missing_or_foreign_files(tmp_path):
         load_checkpoint(tmp_path / "foreign.pt")
 
 
-def test_config_mismatch_names_the_setting():
-    saved = {"model.arch": "resnet18", "model.heads": 3, "training.lr": 0.1}
-    assert config_mismatch(saved, {**saved, "training.lr": 0.5}) is None        # lr may change on resume
-    assert config_mismatch(saved, {**saved, "model.heads": 1}) == "model.heads: checkpoint 3, config 1"
+def test_another_format_is_refused_in_one_line(tmp_path):
+    _, _, state = trained_state()
+    path = tmp_path / checkpoint_name(1, 10)
+    for fmt in (FORMAT + 1, None):
+        torch.save({**state, "format": fmt}, path)
+        with pytest.raises(UserError) as err:
+            load_checkpoint(path)
+        assert str(err.value) == (f"checkpoint {path} is in format {fmt!r} and this version of ffcv-amcl reads "
+                                  f"format {FORMAT}: use the version that wrote it")
+    assert find_latest(tmp_path, warn=lambda msg: None) is None          # never picked for a resume either
+
+
+def test_the_reader_fills_what_older_checkpoints_ran_with(tmp_path):
+    """A checkpoint without loss.amcl_form trained the ref form; without the later fields it was a one-process,
+    epoch-boundary checkpoint with no history; temperature-health totals kept as epoch_stats['health'] are
+    the temperature_health monitor's."""
+    old = {"model": {}, "optimizer": {}, "scaler": {}, "epoch": 1, "step": 4, "config": {"model.heads": 3},
+           "epoch_stats": {"loss_sum": 2.0, "n": 2, "health": {"counts_pos": torch.ones(3, 4)}}}
+    state = load_checkpoint(save_checkpoint(tmp_path, old))
+    assert state["config"] == {"model.heads": 3, "loss.amcl_form": "ref"}
+    assert (state["batch_in_epoch"], state["world_size"], state["history"]) == (0, 1, [])
+    assert set(state["epoch_stats"]) == {"loss_sum", "n", "monitors"}
+    assert torch.equal(state["epoch_stats"]["monitors"]["temperature_health"]["counts_pos"], torch.ones(3, 4))
+    assert saved_settings(state) == {"model.heads": 3, "loss.amcl_form": "ref", "world_size": 1}
+    new = load_checkpoint(save_checkpoint(tmp_path, {**old, "step": 8, "config": {"loss.amcl_form": "post"}}))
+    assert new["config"]["loss.amcl_form"] == "post"                  # a stored setting is never overridden
 
 
 class _FullDisk:
@@ -132,14 +154,3 @@ def test_disk_full_at_save_on_a_small_tmpfs(tmp_path):
         with pytest.raises(UserError, match=r"^no space left on device writing .*ckpt_e0001_s00000010\.pt: free"):
             save_checkpoint(small, state)
         assert os.listdir(small) == []
-
-
-def test_a_resume_keeps_the_amcl_form_and_old_checkpoints_count_as_ref():
-    from ffcv_amcl.checkpoint import RESUME_KEYS, config_mismatch
-
-    now = {"model.heads": 3, "loss.amcl_form": "hetero", "loss.nll_dim": 2.0}
-    assert config_mismatch({"model.heads": 3, "loss.amcl_form": "hetero", "loss.nll_dim": 2.0}, now, RESUME_KEYS) is None
-    assert config_mismatch({"model.heads": 3, "loss.amcl_form": "post"}, now, RESUME_KEYS) == \
-        "loss.amcl_form: checkpoint 'post', config 'hetero'"
-    assert "checkpoint 'ref'" in config_mismatch({"model.heads": 3}, now, RESUME_KEYS)      # written before the setting
-    assert config_mismatch({"model.heads": 3}, now) is None                 # eval/plots: the weights fit either form

@@ -77,8 +77,10 @@ def test_eval_cli_reports_knn_and_linear(trained, tmp_path):
     assert res["linear_top1"] > 30                                  # digits: far above the 10% of chance
 
 
-@pytest.mark.parametrize("flag,needle", [("--model.arch=resnet50", "model.arch='resnet50' does not match"),
-                                         ("--model.heads=5", "model.heads=5 does not match"),
+@pytest.mark.parametrize("flag,needle", [("--model.arch=resnet50",
+                                          "does not fit these settings (model.arch: checkpoint 'resnet18', now "
+                                          "'resnet50')"),
+                                         ("--model.heads=5", "(model.heads: checkpoint 2, now 5): drop the flag"),
                                          ("--checkpoint=/no/ckpt.pt", "not found"),
                                          ("--output=/missing/dir/x.json",  # refused before the evaluation
                                           "--output: directory /missing/dir does not exist")])

@@ -127,5 +127,5 @@ def test_checkpoint_that_does_not_match_the_config_fails_in_one_line(trained, tm
     cfg["model.heads"] = HEADS + 1                               # config.json of another run
     (folder / "config.json").write_text(json.dumps(cfg))
     line = one_error_line(run_cli("--run", str(folder), "--out", str(tmp_path / "out")))
-    assert "model.heads" in line and "does not match" in line
+    assert f"model.heads: checkpoint {HEADS}, now {HEADS + 1}" in line and "mixes two runs" in line
     assert not (tmp_path / "out").exists()

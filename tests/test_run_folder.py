@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ffcv_amcl import train as train_module
+from ffcv_amcl import checkpoint as checkpoint_module
 from ffcv_amcl.checkpoint import list_checkpoints, load_checkpoint
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.run_folder import lock_folder
@@ -66,7 +66,7 @@ def test_an_epoch_whose_checkpoint_failed_is_not_recorded(data, tmp_path, monkey
     def full_disk(folder, state):
         raise UserError(f"no space left on device writing {folder}: free some space")
 
-    monkeypatch.setattr(train_module, "save_checkpoint", full_disk)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", full_disk)
     with pytest.raises(UserError, match="no space left"):
         run(tiny_args(data[0], tmp_path, "--training.epochs=1"))
     assert epochs(tmp_path) == [0]                                     # epoch 1 was never saved

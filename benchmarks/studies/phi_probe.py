@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ffcv_amcl.errors import UserError, cli
 from ffcv_amcl.losses.amcl import AMCLContrastive
-from ffcv_amcl.losses.health import spearman
+from ffcv_amcl.monitoring.health import spearman
 
 DIM, TOPK, TAU_MAX = 128, 100, 2.0
 # (form, tau_min, keyword arguments of the loss): ref at the spec's 1e-5 and at two raised floors; post at the

@@ -27,6 +27,19 @@ class OnlineProbe:
         self.schedule = WarmupCosine(lr, total_steps)
         self.distributed = distributed
 
+    @classmethod
+    def for_run(cls, cfg, feature_dim: int, info, total_steps: int) -> "OnlineProbe | None":
+        """The probe of a training run when eval.online_linear=1 and a validation set gives it something to
+        report (and the training set's sidecar names at least two classes); None otherwise."""
+        if not (cfg.eval.online_linear and cfg.data.val_dataset):
+            return None
+        from ffcv_amcl.data.meta import read_meta
+        classes = read_meta(cfg.data.train_dataset).get("num_classes") or 0
+        if classes < 2:
+            return None
+        return cls(feature_dim, int(classes), lr=cfg.eval.online_lr, total_steps=total_steps, device=info.device,
+                   distributed=info.distributed)
+
     def step(self, features: torch.Tensor, labels: torch.Tensor, step: int) -> None:
         """One SGD step on (N, F) features (detached here) of views whose images have `labels` (B,)."""
         x = features.detach().float()

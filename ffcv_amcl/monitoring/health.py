@@ -6,6 +6,7 @@ geometrically between tau_min and tau_max whose first and last bins are exactly 
 ([tau_min, 1.01 tau_min] and [0.99 tau_max, tau_max]); and the last batch's (s+, tau+) for a rank correlation.
 At the end of an epoch `summary()` turns them into medians, 10th/90th percentiles, the shares at each bound
 and the Spearman correlation of s+ with tau+ (negative: harder positives get higher temperatures).
+`TemperatureMonitor` runs it as an epoch monitor (monitoring.registry) on every AMCL run.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import math
 
 import torch
 
+from ffcv_amcl.monitoring.names import KINDS, RANK_CORR, head_field, tau_stat
+
 BINS = 240
-KINDS = ("pos", "neg")
 
 
 def bin_edges(tau_min: float, tau_max: float, bins: int = BINS) -> torch.Tensor:
@@ -133,9 +135,9 @@ def record_fields(summary: dict) -> dict:
     fields = {}
     for kind in KINDS:
         for c, row in enumerate(summary.get(kind, [])):
-            fields.update({f"tau_{kind}_{name}_head{c}": _finite_or_none(v) for name, v in row.items()})
+            fields.update({head_field(tau_stat(kind, name), c): _finite_or_none(v) for name, v in row.items()})
     for c, r in enumerate(summary.get("rank_corr", [])):
-        fields[f"rank_corr_s_tau_head{c}"] = _finite_or_none(r)
+        fields[head_field(RANK_CORR, c)] = _finite_or_none(r)
     return fields
 
 
@@ -157,3 +159,35 @@ def at_bound_warning(summary: dict, tau_min: float, tau_max: float) -> str | Non
 
 def _finite_or_none(x: float) -> float | None:
     return x if isinstance(x, float) and math.isfinite(x) else None
+
+
+class TemperatureMonitor:
+    """Temperature health over an epoch, as the trainer's monitors run: fed each step's StepOutput (its `pairs`),
+    saved mid-epoch, and turned into record fields and the at-a-bound warning at the end."""
+
+    def __init__(self, tau_min: float, tau_max: float, heads: int):
+        self.health = TemperatureHealth(tau_min, tau_max, heads)
+
+    @classmethod
+    def for_model(cls, model) -> "TemperatureMonitor | None":
+        """A monitor for an AMCL model's loss (its temperature bounds and heads); None without AMCL."""
+        crit = model.criterion if model.amcl else None
+        return cls(crit.tau_min, crit.tau_max, crit.heads) if crit is not None else None
+
+    def add(self, out) -> None:
+        if out.pairs:
+            self.health.add(out.pairs)
+
+    def state(self, reducer) -> dict:
+        return self.health.state(reducer)
+
+    def load(self, state: dict) -> None:
+        self.health.load(state)
+
+    def finish(self, reducer) -> tuple[dict, list[str]]:
+        """(record fields, warning lines) of the epoch over all processes (a collective); nothing before a step."""
+        if not self.health.counts:
+            return {}, []
+        summary = self.health.summary(reducer)
+        message = at_bound_warning(summary, self.health.tau_min, self.health.tau_max)
+        return record_fields(summary), [message] if message else []

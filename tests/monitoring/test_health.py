@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from ffcv_amcl.losses.health import (BINS, TemperatureHealth, at_bound_warning, bin_edges, record_fields,
-                                     spearman)
+from ffcv_amcl.monitoring.health import (BINS, TemperatureHealth, at_bound_warning, bin_edges, record_fields,
+                                         spearman)
 
 LO, HI = 0.02, 2.0
 
