@@ -16,7 +16,7 @@ def _train_args(path, folder, augs, augs_b=""):
 def _first_views(cfg):
     """The first batch's two views as the trainer's loader gives them (normalised, NCHW)."""
     from ffcv_amcl import distributed as dist
-    from ffcv_amcl.train import make_loaders
+    from ffcv_amcl.run_state import make_loaders
 
     view_a, view_b, _ = next(iter(make_loaders(cfg, dist.DistInfo(device=torch.device("cpu")))[0]))
     return view_a, view_b
