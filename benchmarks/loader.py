@@ -1,6 +1,6 @@
 """Two-view loading throughput, side by side in one run on the same cores and data.
 
-    python benchmarks/loader.py [--size cifar|imagenet|both] [--workers 2] [--json out.json]
+    python -m benchmarks.loader [--size cifar|imagenet|both] [--workers 2] [--json out.json]
 
 Rows, per setting:
   ffcv_amcl two-view abcde   this project's loader: decode once, two random resized crops, flip,
@@ -10,14 +10,14 @@ Rows, per setting:
   torchvision + PIL          DataLoader with the same five families and two views per decoded
                              image, as the reference implementation loads data (pairs/s)
 Settings: `cifar` = 32x32 raw images; `imagenet` = 224 crops of 300-640 px JPEGs (ImageFolder for
-torchvision, a jpg .beton for FFCV). The data are crops of scikit-learn's sample photographs.
+torchvision, a jpg .beton for FFCV). The data are crops of scikit-learn's sample photographs
+(benchmarks.common.photo_crops). The floor row is FFCV's own Loader, as FFCV ships it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,26 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def photo_crops(n, seed, min_side, max_side):
-    """n real-looking images: random crops of the two sample photographs, random sizes."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    photos = [Image.fromarray(p) for p in load_sample_images().images]
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        ph = photos[i % 2]
-        W, H = ph.size
-        cw, ch = int(rng.integers(W // 5, W)), int(rng.integers(H // 5, H))
-        x, y = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
-        size = (int(rng.integers(min_side, max_side + 1)), int(rng.integers(min_side, max_side + 1)))
-        im = ph.crop((x, y, x + cw, y + ch)).resize(size, Image.BILINEAR)
-        if rng.random() < 0.5:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-        yield im, i % 10
+from benchmarks.common import photo_crops
 
 
 def write_ffcv(path, items, mode, max_resolution=None):
@@ -204,7 +185,7 @@ def bench_setting(name, workdir, workers, seconds, batch_size):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("cifar", "imagenet", "both"), default="both")
     parser.add_argument("--workers", type=int, default=2, help="loader workers for every row")

@@ -2,15 +2,16 @@
 
   batched  ffcv_amcl.losses.amcl.AMCLContrastive: all C heads in one einsum, phi once per view, one top-k.
   loop     the same efficient math, one head at a time in a Python loop (2-D matmuls).
-  ref      a re-creation of the reference implementation's formulation: a loop over heads and both directions
-           that expands the negatives to B x (2B-2) x D and runs phi on every anchor-negative pair (ref form only).
+  ref      the reference implementation's formulation (benchmarks.common.ReferenceAMCL): a loop over heads and
+           both directions that expands the negatives to B x (2B-2) x D and runs phi on every anchor-negative pair
+           (ref form only).
 
 Each AMCL form in --forms (default: ref and the default hetero) is measured; batched and loop share the form's
 per-anchor terms (ffcv_amcl.losses.amcl.forms). All three compute the same loss (checked here). Peak memory of one forward + backward above what was live before
 it: on CUDA torch.cuda.max_memory_allocated; on the CPU the peak of the allocator's running total recorded by
 torch.profiler(profile_memory=True) (tracemalloc does not see torch's allocations, and RSS keeps freed pages).
 
-    python benchmarks/losses.py --device cpu [--repeats 5] [--heads 1 3 8] [--forms ref hetero] [--json out.json]
+    python -m benchmarks.losses --device cpu [--repeats 5] [--heads 1 3 8] [--forms ref hetero] [--json out.json]
 """
 from __future__ import annotations
 
@@ -18,22 +19,19 @@ import argparse
 import itertools
 import json
 import math
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from ffcv_amcl.atomic import atomic_path  # noqa: E402
-from ffcv_amcl.errors import UserError, cli  # noqa: E402
-from ffcv_amcl.losses.amcl import AMCLContrastive  # noqa: E402
-from ffcv_amcl.losses.amcl import FORMS  # noqa: E402
-from ffcv_amcl.losses.amcl.candidates import pick  # noqa: E402
-from ffcv_amcl.losses.temperature import pair_tau  # noqa: E402
+from benchmarks.common import ProcessClock, ReferenceAMCL
+from ffcv_amcl.atomic import atomic_path
+from ffcv_amcl.errors import UserError, cli
+from ffcv_amcl.losses.amcl import FORMS, AMCLContrastive
+from ffcv_amcl.losses.amcl.candidates import pick
+from ffcv_amcl.losses.temperature import pair_tau
+from ffcv_amcl.profile import Clock
 
 
 # ---- the two comparison formulations ---------------------------------------------------------------------------
@@ -59,37 +57,14 @@ def loop_loss(m: AMCLContrastive, za: torch.Tensor, zb: torch.Tensor) -> torch.T
             idx = excluded.topk(k, dim=-1).indices
         s_neg, a_neg = pick(s_all, idx), pick(p @ p.T, idx)
         s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
-        total = total + _head_loss(m, s_pos, a_pos, s_neg, a_neg)
+        tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_neg, m.tau_min, m.tau_max)
+        total = total + m.FORMS[m.form].terms(s_pos, tau_p, s_neg, tau_n, m.settings).mean()
     return total
 
 
 def reference_loss(m: AMCLContrastive, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
-    """Loop over heads and directions; negatives expanded per anchor; phi on all B*(2B-2) negative rows."""
-    C, B, D = za.shape
-    others = torch.tensor([[j for j in range(2 * B) if j not in (i, i + B)] for i in range(B)], device=za.device)
-    k = min(m.topk, 2 * B - 2)
-    total = za.new_zeros(())
-    for c in range(C):
-        for anchors, positives in ((za[c], zb[c]), (zb[c], za[c])):
-            a = F.normalize(anchors, dim=-1)
-            pos = F.normalize(positives, dim=-1)
-            everyone = torch.cat([a, pos])                          # (2B, D): this direction's views
-            negs = everyone[others]                                 # (B, 2B-2, D) expanded negatives
-            pa = m.phi(a)
-            pn = m.phi(negs)                                        # phi on every anchor-negative pair
-            s_neg = torch.einsum("bd,bnd->bn", a, negs)
-            a_neg = torch.einsum("bd,bnd->bn", pa, pn)
-            with torch.no_grad():
-                idx = s_neg.topk(k, dim=-1).indices
-            s_pos, a_pos = (a * pos).sum(-1), (pa * m.phi(pos)).sum(-1)
-            total = total + 0.5 * _head_loss(m, s_pos, a_pos, s_neg.gather(-1, idx), a_neg.gather(-1, idx))
-    return total
-
-
-def _head_loss(m, s_pos, a_pos, s_neg, a_neg):
-    """One head's mean over anchors of the loss's form (the ref form for the reference formulation)."""
-    tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_neg, m.tau_min, m.tau_max)
-    return m.FORMS[m.form].terms(s_pos, tau_p, s_neg, tau_n, m.settings).mean()
+    """The reference formulation with m's phi and constants (benchmarks.common.ReferenceAMCL)."""
+    return ReferenceAMCL(m)(za, zb)
 
 
 # ---- measurement -----------------------------------------------------------------------------------------------
@@ -129,8 +104,9 @@ def peak_memory(fn, m, za, zb, device):
     return cpu_peak_bytes(lambda: step(fn, m, za, zb, device))
 
 
-def measure(fns, m, za, zb, device, repeats, warmup, clock=time.perf_counter):
-    """Time the formulations interleaved (one run of each per round), so load from other processes hits all alike.
+def measure(fns, m, za, zb, device, repeats, warmup, clock):
+    """Time the formulations interleaved (one run of each per round), so load from other processes hits all alike;
+    `clock` has start() and stop() -> seconds (profile.Clock or common.ProcessClock).
 
     Returns per formulation: best-of-repeats ms (the least disturbed by other load), peak bytes, loss value and
     input gradients."""
@@ -140,9 +116,9 @@ def measure(fns, m, za, zb, device, repeats, warmup, clock=time.perf_counter):
     times = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            t0 = clock()
+            clock.start()
             step(fn, m, za, zb, device)
-            times[i].append((clock() - t0) * 1e3)
+            times[i].append(clock.stop() * 1e3)
     out = []
     for i, fn in enumerate(fns):
         mem = peak_memory(fn, m, za, zb, device)
@@ -194,7 +170,7 @@ def print_saved(path: Path) -> int:
 
 @cli
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.losses", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--dim", type=int, default=128)
@@ -226,7 +202,7 @@ def main(argv=None) -> int:
         raise UserError("--clock process measures CPU time; use --clock wall with --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
-    clock = time.process_time if args.clock == "process" else time.perf_counter
+    clock = ProcessClock() if args.clock == "process" else Clock(torch.device(args.device))
     ref_batch = args.ref_batch or args.batch
     device = args.device
     if device == "cuda":

@@ -4,10 +4,10 @@ Every number in BENCHMARKS.md comes from here: each section holds the exact comm
 on and the script's own output, verbatim. A run replaces only the sections it produced, so CPU tables
 measured here and GPU tables measured on a GPU machine live side by side.
 
-    python benchmarks/report.py                       # every CPU benchmark
-    python benchmarks/report.py --device cuda         # the GPU variants, on a GPU machine
-    python benchmarks/report.py --only losses --out BENCHMARKS.md
-    python benchmarks/report.py --gpu-run benchmarks/results/gpu_run.json   # the GPU run's section (no re-run)
+    python -m benchmarks.report                       # every CPU benchmark
+    python -m benchmarks.report --device cuda         # the GPU variants, on a GPU machine
+    python -m benchmarks.report --only losses --out BENCHMARKS.md
+    python -m benchmarks.report --gpu-run benchmarks/results/gpu_run.json   # the GPU run's section (no re-run)
 
 Each section names the load average of the machine when its benchmark started: CPU figures taken while other
 work ran are marked as measured under load.
@@ -24,71 +24,61 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import ROOT
+from ffcv_amcl.atomic import atomic_path
 
 # name -> (title, argv after the python executable). "{device}" is filled in per run.
 BENCHMARKS = {
     "losses": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
-               ["benchmarks/losses.py", "--device", "{device}"]),
+               ["-m", "benchmarks.losses", "--device", "{device}"]),
     "loader-cifar": ("Two-view loader vs torchvision DataLoader + PIL, 32x32",
-                     ["benchmarks/loader.py", "--size", "cifar"]),
+                     ["-m", "benchmarks.loader", "--size", "cifar"]),
     "loader-imagenet": ("Two-view loader vs torchvision ImageFolder + PIL, ImageNet-size JPEGs",
-                        ["benchmarks/loader.py", "--size", "imagenet"]),
+                        ["-m", "benchmarks.loader", "--size", "imagenet"]),
     "train-step": ("Full training step: this project vs a re-creation of the reference step",
-                   ["benchmarks/train_step.py", "--device", "{device}"]),
+                   ["-m", "benchmarks.train_step", "--device", "{device}"]),
     "scaling": ("Training-step scaling with heads C and batch size",
-                ["benchmarks/scaling.py", "--device", "{device}"]),
+                ["-m", "benchmarks.scaling", "--device", "{device}"]),
 }
 CPU_ONLY = {"loader-cifar", "loader-imagenet"}  # the loaders run on the host CPU either way
 # The AMCL study's runs as saved: every variant on Fashion-MNIST; on digits the SimCLR ones and the smoke check.
-_STUDY = "python benchmarks/amcl_study.py --out runs/amcl_study"
+_STUDY = "python -m benchmarks.studies.amcl_study --out runs/amcl_study"
 STUDY_COMMAND = " && ".join([
     f"{_STUDY} --datasets fashion",
     f"{_STUDY} --datasets digits --variants simclr_t0.1,simclr_t0.2,simclr_t0.5,multihead_t0.2,amcl_ref,"
     "amcl_hetero_c1,amcl_hetero_c3,amcl_post_c1,amcl_post_c3",
     f"{_STUDY} --datasets digits --seeds 0 --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero"])
-# Saved runs (a lent GPU machine's, the hours-long AMCL study): re-printed from their file, naming their machine.
+# Saved runs (measured on another machine, or hours long): re-printed from their file, naming their machine.
 SAVED = {
     "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
-                    ["benchmarks/losses.py", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
-                    "python benchmarks/losses.py --device cuda --repeats 30 --json losses_cuda.json",
+                    ["-m", "benchmarks.losses", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
+                    "python -m benchmarks.losses --device cuda --repeats 30 --json losses_cuda.json",
                     "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)", "cuda"),
     # The AMCL study takes hours: its JSON is re-printed here, naming the run that wrote it.
     "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds; Fashion-MNIST and digits)",
-                   ["benchmarks/amcl_study.py", "--report", "benchmarks/results/amcl_study.json"],
+                   ["-m", "benchmarks.studies.amcl_study", "--report", "benchmarks/results/amcl_study.json"],
                    STUDY_COMMAND,
                    "2 cores of the project's CPU machine (torch 2.14.1, fp32), shared with other work while it ran",
                    "cpu"),
 }
 
-# The GPU run (benchmarks/gpu/run.sh, one device call): its gpu_run.json, copied here from the call's $OUT.
+# The GPU run (benchmarks/gpu/run.sh; how to run it: benchmarks/gpu/README.md): its gpu_run.json.
 GPU_RUN = "gpu-run"
 GPU_RUN_JSON = ROOT / "benchmarks" / "results" / "gpu_run.json"
 GPU_RUN_TITLE = "GPU run: SimCLR-AMCL on FFCV data end to end, profiler, epochs, compiled vs eager"
-GPU_RUN_HOWTO = """How to run it (prepared and dry-run-tested on the CPU; one device call of about 8 minutes on one H100):
-
-1. Here: `bash benchmarks/gpu/prepare.sh` builds `.gpu_carry/` (ignored by git, about 7 MiB): a cp312 ffcv 1.0.2
-   wheel, fastargs and terminaltables wheels, and the Debian packages of the libraries ffcv's extension links
-   (libturbojpeg, OpenCV core/imgproc and what they pull in, found with ldd).
-2. The device call: command `bash benchmarks/gpu/run.sh`, carry `[".gpu_carry"]`, timeout_s 540. The script keeps
-   to a 450 s budget (each stage under its own timeout; a stage that no longer fits is skipped) and leaves
-   `gpu_run.json`, `run.log` and `BENCHMARKS.md` under $OUT.
-3. Here: copy that `gpu_run.json` to `benchmarks/results/gpu_run.json`, then
-   `python benchmarks/report.py --gpu-run benchmarks/results/gpu_run.json` rewrites this section from it.
-
-The same script runs on the CPU with tiny sizes: `bash benchmarks/gpu/run.sh --dry-run` (CI runs it:
-tests/test_gpu_run.py)."""
-GPU_RUN_PENDING = ("Not run yet: the session that prepared the run (2026-11-28) was lent no GPU, so there are no GPU "
-                   "figures for the epoch, the loader at 16 workers, the profiler or training.compile. The CPU figures "
-                   "of training.compile are in the training-step section (CPU).")
+GPU_RUN_HOWTO = ("How to run it on a GPU machine, and to bring its figures here: benchmarks/gpu/README.md. The same "
+                 "script runs on the CPU with tiny sizes: `bash benchmarks/gpu/run.sh --dry-run` (the test suite runs "
+                 "it: tests/test_gpu_run.py).")
+GPU_RUN_PENDING = ("No GPU run is recorded (benchmarks/results/gpu_run.json is absent): there are no GPU figures yet "
+                   "for the epoch, the loader at 16 workers, the profiler or training.compile. The CPU figures of "
+                   "training.compile are in the training-step section (CPU).")
 
 MARK = re.compile(r"<!-- section: (?P<key>[\w.-]+) -->\n.*?<!-- end: (?P=key) -->\n", re.S)
 HEADER = """# Benchmarks
 
 Every table below was printed by the command above it, on the machine it names, and copied here by
-`python benchmarks/report.py` (GPU sections: `python benchmarks/report.py --device cuda` on a GPU machine).
-Nothing here is typed by hand; to refresh a table, run its command again through report.py.
+`python -m benchmarks.report` (GPU sections: `python -m benchmarks.report --device cuda` on a GPU machine).
+Nothing here is typed by hand; to refresh a table, run its command again through `python -m benchmarks.report`.
 
 """
 
@@ -129,14 +119,14 @@ def shown_path(path: Path) -> str:
 
 
 def gpu_run_section(path: Path) -> str:
-    """The GPU run's section: its summary, re-printed from the run's JSON by benchmarks/gpu/stages.py, and how
+    """The GPU run's section: its summary, re-printed from the run's JSON by benchmarks.gpu.stages, and how
     to run it; without a JSON, the how-to and a note that it has not run."""
     key = f"{GPU_RUN}.cuda"
     head = f"<!-- section: {key} -->\n## {GPU_RUN_TITLE} (CUDA)\n\n"
     if not path.is_file():
         return f"{head}{GPU_RUN_PENDING}\n\n{GPU_RUN_HOWTO}\n\n<!-- end: {key} -->\n"
-    argv = ["benchmarks/gpu/stages.py", "summary", shown_path(path)]
-    proc = subprocess.run([sys.executable, str(ROOT / argv[0]), "summary", str(path.resolve())], cwd=ROOT,
+    argv = ["-m", "benchmarks.gpu.stages", "summary", shown_path(path)]
+    proc = subprocess.run([sys.executable, *argv[:3], str(path.resolve())], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     out = proc.stdout.strip()
     if proc.returncode != 0:
@@ -145,7 +135,7 @@ def gpu_run_section(path: Path) -> str:
     env, m = run.get("env", {}), run.get("env", {}).get("machine", {})
     where = (f"{m.get('gpu', m.get('cpu', '?'))} + {m.get('cores', '?')} cores (torch {env.get('torch', '?')}, "
              f"Python {env.get('python', '?')})" + (" -- DRY RUN on the CPU" if env.get("dry_run") else ""))
-    return (f"{head}Command: `bash benchmarks/gpu/run.sh` (one device call); re-printed with "
+    return (f"{head}Command: `bash benchmarks/gpu/run.sh` (on the GPU machine); re-printed with "
             f"`python {' '.join(argv)}`  \nMachine: {where}  \nMeasured: {env.get('date', '?')}\n\n"
             f"```\n{out}\n```\n\n{GPU_RUN_HOWTO}\n\n<!-- end: {key} -->\n")
 
@@ -165,8 +155,7 @@ def run_one(name: str, device: str, timeout: float) -> str:
         shown = f"{measured_with}` (saved run); re-printed with `{shown}"
     load = "not measured: a saved run, re-printed" if name in SAVED else load_note()
     started = time.time()
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     took = time.time() - started
     out = proc.stdout.strip()
     if proc.returncode != 0:
@@ -188,13 +177,13 @@ def merge(path: Path, sections: list[str]) -> None:
             text = pattern.sub(lambda _: sec, text)
         else:
             text = text.rstrip("\n") + "\n\n" + sec
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED) + [GPU_RUN],
                     help="run just these")

@@ -9,39 +9,24 @@ On the CPU the default clock is this process's CPU time with one torch thread (-
 compute cost stays the same when other jobs share the cores, where wall time would mostly measure them.
 Rates are then pairs per CPU-second. --clock wall --threads N measures elapsed time instead.
 
-    python benchmarks/scaling.py --device cpu|cuda [--heads 1 3 8] [--batches ...] [--steps N]
+    python -m benchmarks.scaling --device cpu|cuda [--heads 1 3 8] [--batches ...] [--steps N]
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from ffcv_amcl import machine  # noqa: E402
-from ffcv_amcl.config import parse_config  # noqa: E402
-from ffcv_amcl.errors import UserError, cli  # noqa: E402
-from ffcv_amcl.profile import make_trainee, precision_name, synthetic_views, time_loss, time_model  # noqa: E402
-
-
-class ProcessClock:
-    """CPU seconds of this process between start() and stop() (CPU only)."""
-
-    def start(self) -> None:
-        self.t0 = time.process_time()
-
-    def stop(self) -> float:
-        return time.process_time() - self.t0
+from benchmarks.common import ProcessClock
+from ffcv_amcl import machine
+from ffcv_amcl.config import parse_config
+from ffcv_amcl.errors import UserError, cli
+from ffcv_amcl.profile import make_trainee, precision_name, synthetic_views, time_loss, time_model
 
 
 @cli
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--heads", type=int, nargs="+", default=[1, 3, 8])
     ap.add_argument("--batches", type=int, nargs="+", default=None, help="default: 32 96 CPU, 256 512 1024 CUDA")
@@ -65,7 +50,7 @@ def main(argv=None) -> int:
     clock_kind = args.clock or ("wall" if cuda else "process")
     if clock_kind == "process" and cuda:
         raise UserError("--clock process measures CPU time; use --clock wall with --device cuda")
-    torch.set_num_threads(args.threads or (1 if clock_kind == "process" else machine.usable_cores()))
+    machine.set_torch_threads(args.threads or (1 if clock_kind == "process" else 0))
     clock = ProcessClock() if clock_kind == "process" else None
     device = torch.device(args.device)
     if cuda:

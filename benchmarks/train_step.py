@@ -13,14 +13,15 @@ shared temperature network) on the same 32x32 images, on the same device, in one
              RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale p=0.2, ToTensor,
              Normalize), fp32, NCHW; the backbone runs once per view; a Python loop over C separate
              nn.Sequential heads; the AMCL loss loops over heads and directions and runs the temperature
-             network on every anchor-negative pair (benchmarks/losses.py:reference_loss, checked equal at start-up);
-             plain SGD step.
+             network on every anchor-negative pair (benchmarks.common.ReferenceAMCL, checked equal to the
+             project's loss at start-up); plain SGD step.
 
 Rounds alternate (ours, compiled, reference, ours, ...) so that load from other processes hits both alike;
-each round has its own warm-up; the table shows each side's best round (the least disturbed). CPU default: ImageNet stem and batch 64
-(the CIFAR stem at batch 512 takes minutes per step on two cores); CUDA default: CIFAR stem, batch 512.
+each round has its own warm-up; the table shows each side's best round (the least disturbed). CPU default: ImageNet
+stem and batch 64 (the CIFAR stem at batch 512 takes minutes per step on two cores); CUDA default: CIFAR stem, batch
+512.
 
-    python benchmarks/train_step.py --device cpu|cuda [--batch N] [--steps N] [--rounds N] [--compile 0|1]
+    python -m benchmarks.train_step --device cpu|cuda [--batch N] [--steps N] [--rounds N] [--compile 0|1]
 """
 from __future__ import annotations
 
@@ -33,89 +34,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ffcv_amcl import distributed as dist  # noqa: E402
-from ffcv_amcl import machine  # noqa: E402
-from ffcv_amcl.config import parse_config  # noqa: E402
-from ffcv_amcl.errors import UserError, cli  # noqa: E402
-from ffcv_amcl.losses.amcl import AMCLContrastive  # noqa: E402
-from ffcv_amcl.losses.temperature import omega, pair_tau  # noqa: E402
-from ffcv_amcl.model.compiled import compile_backend, compile_model  # noqa: E402
-from ffcv_amcl.model.backbone import make_backbone  # noqa: E402
-from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, synthetic_views, time_step  # noqa: E402
-from ffcv_amcl.run_state import make_loaders  # noqa: E402
-
-
-def reference_loss_fn():
-    """benchmarks/losses.py's re-creation of the reference AMCL loss (the formulation this script mirrors)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_losses", ROOT / "benchmarks" / "losses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.reference_loss
-
-
-class ReferenceAMCL(nn.Module):
-    """The reference formulation of the SimCLR-AMCL loss (benchmarks/losses.py:reference_loss): a loop over
-    heads and both directions, negatives expanded to (B, 2B-2, D) per anchor and the temperature network run
-    on every anchor-negative pair. Only the negative index is built once per batch size (with tensor ops)
-    instead of by a Python loop per call, so the reference is not charged for bookkeeping."""
-
-    def __init__(self, dim: int, heads: int):
-        super().__init__()
-        self.m = AMCLContrastive(dim, heads, form="ref", validate=False)            # phi and the constants
-        self._others: dict = {}
-
-    def others(self, B: int, device) -> torch.Tensor:
-        key = (B, str(device))
-        if key not in self._others:
-            j = torch.arange(2 * B, device=device).expand(B, 2 * B)
-            i = torch.arange(B, device=device)[:, None]
-            self._others[key] = j[(j != i) & (j != i + B)].view(B, 2 * B - 2)
-        return self._others[key]
-
-    def forward(self, za: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
-        m = self.m
-        C, B, D = za.shape
-        others = self.others(B, za.device)
-        k = min(m.topk, 2 * B - 2)
-        total = za.new_zeros(())
-        for c in range(C):
-            for anchors, positives in ((za[c], zb[c]), (zb[c], za[c])):
-                a, pos = F.normalize(anchors, dim=-1), F.normalize(positives, dim=-1)
-                negs = torch.cat([a, pos])[others]                          # (B, 2B-2, D)
-                pa, pn = m.phi(a), m.phi(negs)                              # phi on every anchor-negative pair
-                s_neg = torch.einsum("bd,bnd->bn", a, negs)
-                a_neg = torch.einsum("bd,bnd->bn", pa, pn)
-                with torch.no_grad():
-                    idx = s_neg.topk(k, dim=-1).indices
-                s_pos, a_pos = (a * pos).sum(-1), (pa * m.phi(pos)).sum(-1)
-                s_n, a_n = s_neg.gather(-1, idx), a_neg.gather(-1, idx)
-                tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_n, m.tau_min, m.tau_max)
-                per_anchor = (-s_pos / tau_p + (s_n / tau_n).mean(-1) + m.beta * omega(tau_p, m.dim)
-                              - m.beta * (torch.log(tau_n) + 1.0 / tau_n).sum(-1))
-                total = total + 0.5 * per_anchor.mean()
-        return total
-
-
-def check_reference_loss() -> float:
-    """ReferenceAMCL computes benchmarks/losses.py's reference loss and the project's loss (small float64 case)."""
-    torch.manual_seed(0)
-    ref = ReferenceAMCL(16, 2).double()
-    za, zb = torch.randn(2, 6, 16, dtype=torch.float64), torch.randn(2, 6, 16, dtype=torch.float64)
-    ours, theirs, project = ref(za, zb), reference_loss_fn()(ref.m, za, zb), ref.m(za, zb)
-    diff = max(float((ours - theirs).abs()), float((ours - project).abs())) / float(project.abs())
-    if diff > 1e-9:
-        raise UserError(f"the reference loss re-creation disagrees with benchmarks/losses.py by {diff:.1e}")
-    return diff
+from benchmarks.common import ProcessClock, ReferenceAMCL, check_reference
+from ffcv_amcl import distributed as dist
+from ffcv_amcl import machine
+from ffcv_amcl.config import parse_config
+from ffcv_amcl.errors import UserError, cli
+from ffcv_amcl.losses.amcl import AMCLContrastive
+from ffcv_amcl.model.compiled import compile_backend, compile_model
+from ffcv_amcl.model.backbone import make_backbone
+from ffcv_amcl.profile import Clock, cycle, make_trainee, precision_name, synthetic_views, time_step
+from ffcv_amcl.run_state import make_loaders
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -166,7 +98,7 @@ class ReferenceSimCLR(nn.Module):
         f = self.backbone.feature_dim
         self.heads = nn.ModuleList(nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True), nn.Linear(f, dim))
                                    for _ in range(heads))
-        self.criterion = ReferenceAMCL(dim, heads)
+        self.criterion = ReferenceAMCL(AMCLContrastive(dim, heads, form="ref", validate=False))
 
     def forward(self, view_a, view_b):
         ha, hb = self.backbone(view_a), self.backbone(view_b)
@@ -180,10 +112,11 @@ def process_clock_rate(trainee, batch, steps: int) -> float:
     on a CPU shared with other work, the process clock counts only this process's own work."""
     total = trainee.step + steps + 1
     trainee.train_step(batch, total)                       # warm (allocator, caches)
-    started = time.process_time()
+    clock = ProcessClock()
+    clock.start()
     for _ in range(steps):
         trainee.train_step(batch, total)
-    return steps * batch[0].shape[0] / (time.process_time() - started)
+    return steps * batch[0].shape[0] / clock.stop()
 
 
 def reference_round(model, optimizer, batches, warmup: int, steps: int, batch_size: int, device) -> tuple:
@@ -217,8 +150,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.cuda:
         torch.backends.cudnn.benchmark = True
-
-    diff = check_reference_loss()
+    machine.set_torch_threads(args.cores)         # every side, every round (the loaders keep it)
+    diff = check_reference()
     x, y = images(args.images)
     with tempfile.TemporaryDirectory() as tmp:
         cfg, meta, ours_loader, ours = build_ours(args, x, y, tmp)
@@ -238,7 +171,7 @@ def main(argv=None) -> int:
 
 def parse_args(argv) -> argparse.Namespace:
     """The flags, with each device's defaults filled in (CPU runs must stay small enough for two cores)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.train_step", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--batch", type=int, default=None, help="default: 64 on CPU, 512 on CUDA")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default: 2 CPU, 30 CUDA)")
@@ -299,7 +232,6 @@ def build_compiled(args, cfg) -> tuple:
     total = args.rounds * (args.warmup + args.steps) + 1
     compiled = make_trainee(cfg, args.torch_device, total_steps=total)
     parts = compile_model(compiled.model)
-    torch.set_num_threads(args.cores)
     started = time.perf_counter()                        # the first step compiles
     views = synthetic_views(args.batch, cfg.data.image_size, args.torch_device, cfg.training.seed)
     compiled.train_step(views, total)
@@ -324,7 +256,7 @@ def print_header(args, count: int, diff: float, compiled_info) -> None:
     print(f"# SimCLR-AMCL training step, ResNet-18 ({args.stem} stem), C={args.heads}, batch {args.batch}, 32x32, "
           f"{count} images, {args.device}", flush=True)
     print(f"# machine: {machine.one_line(machine.describe(str(args.torch_device)))}", flush=True)
-    print(f"# reference loss re-creation = benchmarks/losses.py reference_loss = AMCLContrastive "
+    print(f"# reference loss (benchmarks.common.ReferenceAMCL) = AMCLContrastive(form='ref') "
           f"(max rel diff {diff:.0e}, float64 check)", flush=True)
     if compiled_info:
         parts, compile_s = compiled_info
@@ -340,13 +272,11 @@ def timed_rounds(args, trainees: dict, ours_loader, reference) -> tuple[dict, di
     model, optimizer, loader = reference
     for r in range(args.rounds):
         for side, trainee in trainees.items():
-            torch.set_num_threads(args.cores)         # FFCV sets torch threads to its own worker count
             batches = cycle(ours_loader)
             rate, wait = time_step(trainee, batches, args.warmup, args.steps, args.batch, args.torch_device)
             batches.close()                      # its threads stop before the next side runs
             rates[side].append(rate)
             waits[side].append(wait)
-        torch.set_num_threads(args.cores)
         batches = iter_forever(loader)
         rate, wait = reference_round(model, optimizer, batches, args.warmup, args.steps, args.batch,
                                      args.torch_device)

@@ -6,7 +6,7 @@ unknown keys, values of the wrong kind, impossible combinations, missing .beton 
 dataset cannot fill. It returns a plain nested namespace (`cfg.training.lr`); `to_flat`/`from_flat`
 convert it to the flat dict of plain values that checkpoints and `config.json` store.
 
-Names fixed by the issue (outside code relies on them): data.train_dataset, data.val_dataset,
+Names that configs, scripts and other tools rely on (keep them): data.train_dataset, data.val_dataset,
 data.num_workers, model.arch, model.method, model.amcl, model.heads, training.epochs,
 training.batch_size, training.lr, training.resume, training.seed, logging.folder, eval.knn_every.
 """
@@ -24,11 +24,12 @@ from fastargs import Config, Param, Section
 from fastargs.dict_utils import expand_keys, fix_dict
 from fastargs.validation import Checker
 
+from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
 from ffcv_amcl.errors import ArgumentParser, UserError, check
-
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCHS
 from ffcv_amcl.model.methods import METHODS
+from ffcv_amcl.model.methods.base import UNSET
 
 
 class Choice(Checker):
@@ -119,123 +120,133 @@ class Pair(Checker):
         return "two numbers lo,hi with 0 < lo <= hi <= 1"
 
 
-def _i(default, low=None, high=None, desc=""):
+def integer(default, low=None, high=None, desc=""):
     return Param(Number(int, low, high), desc, default=default)
 
 
-def _f(default, low=None, high=None, desc=""):
+def number(default, low=None, high=None, desc=""):
     return Param(Number(float, low, high), desc, default=default)
 
 
-def _s(default, desc=""):
+def text(default, desc=""):
     return Param(Text(), desc, default=default)
 
 
-def _c(default, *values, desc=""):
+def choice(default, *values, desc=""):
     return Param(Choice(*values), desc, default=default)
 
 
-def _b(default, desc=""):
+def flag(default, desc=""):
     return Param(Flag(), desc, default=default)
 
 
-# section -> (description, {name: Param}). Defaults follow AMCL_SPEC.md (CIFAR, ResNet-18) unless noted.
+# section -> (description, {name: Param}). Defaults: the reference's CIFAR ResNet-18 recipe (docs/amcl.md) unless
+# noted. A setting whose default is the method's or the form's has its values listed by `setting_help`.
 SPEC = {
     "data": ("Data", dict(
         train_dataset=Param(Text(), "training .beton (write_datasets.py)", required=True),
-        val_dataset=_s("", "held-out .beton for the kNN monitor ('' = no kNN)"),
-        num_workers=_i(-1, -1, desc="FFCV loader threads (-1 = all cores)"),
-        image_size=_i(32, 8, desc="side of the augmented views, px"),
-        augs=_s("default", "augmentation letters a-e (crop blur grey colour flip), 'default' = acde"),
-        augs_b=_s("", "letters for view b ('' = same as augs; ASCL: 'ae' = weak key view)"),
+        val_dataset=text("", "held-out .beton for the kNN monitor ('' = no kNN)"),
+        num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core); torch's own threads are "
+                                        "training.threads"),
+        image_size=integer(32, 8, desc="side of the augmented views, px"),
+        augs=text("default", f"augmentations of view a: {AUGS_HELP}"),
+        augs_b=text("", "augmentations of view b, as data.augs ('' = the same as data.augs; ASCL: 'ae' = weak key "
+                        "view)"),
         crop_scale=Param(Pair(), "random-resized-crop scale range", default="0.08,1"),
-        color_strength=_f(0.5, 0, desc="colour-distortion strength s"),
-        order=_c("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
+        color_strength=number(0.5, 0, desc="colour-distortion strength s"),
+        order=choice("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
     )),
     "model": ("Model", dict(
-        arch=_c("resnet18", *ARCHS, desc="torchvision backbone"),
-        method=_c("simclr", *METHODS, desc="self-supervised method"),
-        amcl=_b(1, "1 = AMCL multi-head adaptive-temperature loss, 0 = the method's classic loss"),
-        heads=_i(3, desc="projection heads C"),
-        stem=_c("auto", "cifar", "imagenet", "auto", desc="auto = cifar stem for images <= 64 px"),
-        proj_dim=_i(0, 0, desc="projection size D (0 = method default: 128 contrastive, 2048 BN-MLP, 256 BYOL)"),
-        proj_hidden=_i(0, 0, desc="projector hidden size (0 = method default)"),
-        pred_hidden=_i(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = method default)"),
+        arch=choice("resnet18", *ARCHS, desc="torchvision backbone"),
+        method=choice("simclr", *METHODS, desc="self-supervised method"),
+        amcl=flag(1, "1 = AMCL multi-head adaptive-temperature loss, 0 = the method's classic loss"),
+        heads=integer(3, desc="projection heads C"),
+        stem=choice("auto", "cifar", "imagenet", "auto", desc="auto = cifar stem for images <= 64 px"),
+        proj_dim=integer(0, 0, desc="projection size D (0 = the method's default)"),
+        proj_hidden=integer(0, 0, desc="projector hidden size (0 = the method's default)"),
+        pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = the method's default)"),
     )),
     "training": ("Training", dict(
-        epochs=_i(100, 1, desc="epochs"),
-        batch_size=_i(512, 1, desc="images per step per process (GPU)"),
-        lr=_f(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
-        resume=_s("auto", "auto = newest valid checkpoint in logging.folder, none (start over), or a .pt path"),
-        resume_changed=_b(0, "1 = resume even where settings that shape the run differ from the checkpoint's "
-                             "(recorded in metrics.jsonl and config.json's history); 0 = refuse such a resume"),
-        overwrite=_b(0, "with resume=none: 1 = delete the checkpoints, metrics and config of an earlier run in "
-                        "logging.folder first (otherwise such a folder is refused)"),
-        seed=_i(0, 0, desc="seed of weights, augmentations and sample order"),
-        optimizer=_c("sgd", "sgd", "lars", desc="sgd (momentum) or lars for large batches"),
-        momentum=_f(0.9, 0, 1, desc="SGD/LARS momentum"),
-        weight_decay=_f(5e-4, 0, desc="weight decay"),
-        exclude_bn_bias=_b(0, "1 = no weight decay (and no LARS scaling) on BN parameters and biases"),
-        warmup_epochs=_f(0.0, 0, desc="linear warm-up length, epochs"),
-        final_lr=_f(0.0, 0, desc="learning rate at the end of the cosine"),
-        clip_grad=_f(1.0, 0, desc="gradient-norm clip (0 = off)"),
-        precision=_c("bf16", "fp32", "bf16", "fp16", "fp64",
-                     desc="bf16/fp16 = autocast on CUDA (CPU runs fp32); fp64 = float64 reference runs (numerics checks)"),
-        sync_bn=_b(0, "1 = batch statistics over all processes"),
-        checkpoint_every=_i(10, 0, desc="save every N epochs (0 = only at the end)"),
-        max_steps=_i(0, 0, desc="stop after this many steps in total (0 = no limit; smoke tests)"),
-        device=_c("auto", "auto", "cpu", "cuda", desc="auto = cuda when available"),
-        deterministic=_b(0, "1 = deterministic CUDA kernels (CPU runs are deterministic anyway)"),
-        compile=_b(0, "1 = torch.compile the backbone+heads (and the loss where it helps); off by default on the CPU"),
-        log_every=_i(20, 1, desc="steps between progress-bar updates and non-finite checks"),
+        epochs=integer(100, 1, desc="epochs"),
+        batch_size=integer(512, 1, desc="images per step per process (GPU)"),
+        lr=number(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
+        resume=text("auto", "auto = newest valid checkpoint in logging.folder, none (start over), or a .pt path"),
+        resume_changed=flag(0, "1 = resume even where settings that shape the run differ from the checkpoint's "
+                               "(recorded in metrics.jsonl and config.json's history); 0 = refuse such a resume"),
+        overwrite=flag(0, "with resume=none: 1 = delete the checkpoints, metrics and config of an earlier run in "
+                          "logging.folder first (otherwise such a folder is refused)"),
+        seed=integer(0, 0, desc="seed of weights, augmentations and sample order"),
+        threads=integer(0, 0, desc="torch's CPU threads (0 = OMP_NUM_THREADS if set, else the usable cores shared "
+                                   "among the processes torchrun starts on the machine); independent of "
+                                   "data.num_workers"),
+        optimizer=choice("sgd", "sgd", "lars", desc="sgd (momentum) or lars for large batches"),
+        momentum=number(0.9, 0, 1, desc="SGD/LARS momentum"),
+        weight_decay=number(5e-4, 0, desc="weight decay"),
+        exclude_bn_bias=flag(0, "1 = no weight decay (and no LARS scaling) on BN parameters and biases"),
+        warmup_epochs=number(0.0, 0, desc="linear warm-up length, epochs"),
+        final_lr=number(0.0, 0, desc="learning rate at the end of the cosine"),
+        clip_grad=number(1.0, 0, desc="gradient-norm clip (0 = off)"),
+        precision=choice("bf16", "fp32", "bf16", "fp16", "fp64",
+                         desc="bf16/fp16 = autocast on CUDA (CPU runs fp32); fp64 = float64 reference runs "
+                              "(numerics checks)"),
+        sync_bn=flag(0, "1 = batch statistics over all processes"),
+        checkpoint_every=integer(10, 0, desc="save every N epochs (0 = only at the end)"),
+        max_steps=integer(0, 0, desc="stop after this many steps in total (0 = no limit; smoke tests)"),
+        device=choice("auto", "auto", "cpu", "cuda", desc="auto = cuda when available"),
+        deterministic=flag(0, "1 = deterministic CUDA kernels (CPU runs are deterministic anyway)"),
+        compile=flag(0, "1 = torch.compile the backbone+heads (and the loss where it helps); off by default on the "
+                        "CPU"),
+        log_every=integer(20, 1, desc="steps between progress-bar updates and non-finite checks"),
     )),
     "loss": ("Loss", dict(
-        temperature=_f(0.0, 0, desc="fixed temperature of the classic losses (0 = 0.5 SimCLR, 0.1 MoCo)"),
-        beta=_f(-1.0, desc="AMCL regulariser weight (-1 = 1e-4, Barlow Twins 1e-6)"),
-        topk=_i(100, 1, desc="AMCL: hardest negatives kept per anchor"),
-        tau_min=_f(-1.0, desc="AMCL lowest temperature (-1 = the form's default: 1e-5 ref, 0.02 hetero and post)"),
-        tau_max=_f(2.0, 0, desc="AMCL highest temperature"),
-        tau_hidden=_i(128, 1, desc="AMCL temperature-network hidden size"),
-        amcl_form=_c(DEFAULT_FORM, *FORMS, desc="AMCL loss form: ref (the reference code's, unbounded), hetero "
-                                          "(bounded, phi learns from the positives' Gaussian NLL), post (posterior)"),
-        nll_dim=_f(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
-        queue_size=_i(4096, 1, desc="MoCo negatives per head"),
-        momentum=_f(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine to 1)"),
-        barlow_lambda=_f(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
-        mochi_n_hard=_i(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
-        mochi_s1=_i(16, desc="MoCHi: negative-negative mixes per query"),
-        mochi_s2=_i(16, desc="MoCHi: query-negative mixes per query"),
-        mochi_start=_i(0, 0, desc="MoCHi: first epoch with mixing (warm-up)"),
-        ascl=_b(0, "1 = ASCL soft targets on the MoCo path"),
-        ascl_variant=_c("ascl", "ascl", "ahcl", "hard", desc="ASCL target form"),
-        ascl_k=_i(5, 0, desc="ASCL K (weight scale; top-K for ahcl/hard)"),
-        ascl_t1=_f(0.1, 0, desc="ASCL query temperature"),
-        ascl_t2=_f(0.05, 0, desc="ASCL key-to-queue temperature"),
+        temperature=number(0.0, 0, desc="fixed temperature of the classic losses (0 = the method's default)"),
+        beta=number(-1.0, desc="AMCL regulariser weight (-1 = the method's default)"),
+        topk=integer(100, 1, desc="AMCL: hardest negatives kept per anchor"),
+        tau_min=number(-1.0, desc="AMCL lowest temperature (-1 = the form's default)"),
+        tau_max=number(2.0, 0, desc="AMCL highest temperature"),
+        tau_hidden=integer(128, 1, desc="AMCL temperature-network hidden size"),
+        amcl_form=choice(DEFAULT_FORM, *FORMS, desc="AMCL loss form: ref (the reference code's, unbounded), hetero "
+                                                    "(bounded, phi learns from the positives' Gaussian NLL), post "
+                                                    "(posterior); docs/amcl.md"),
+        nll_dim=number(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
+        queue_size=integer(4096, 1, desc="MoCo negatives per head"),
+        momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine "
+                                         "to 1)"),
+        barlow_lambda=number(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
+        mochi_n_hard=integer(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
+        mochi_s1=integer(16, desc="MoCHi: negative-negative mixes per query"),
+        mochi_s2=integer(16, desc="MoCHi: query-negative mixes per query"),
+        mochi_start=integer(0, 0, desc="MoCHi: first epoch with mixing (warm-up)"),
+        ascl=flag(0, "1 = ASCL soft targets on the MoCo path"),
+        ascl_variant=choice("ascl", "ascl", "ahcl", "hard", desc="ASCL target form"),
+        ascl_k=integer(5, 0, desc="ASCL K (weight scale; top-K for ahcl/hard)"),
+        ascl_t1=number(0.1, 0, desc="ASCL query temperature"),
+        ascl_t2=number(0.05, 0, desc="ASCL key-to-queue temperature"),
     )),
     "logging": ("Logging", dict(
-        folder=_s("runs/train", "checkpoints, config.json, metrics.jsonl"),
-        tensorboard=_b(0, "1 = also write TensorBoard events (needs the tensorboard package)"),
-        wandb=_b(0, "1 = also log to Weights & Biases (needs the wandb package; WANDB_MODE=offline works without "
-                    "a network)"),
-        wandb_project=_s("ffcv-amcl", "wandb project"),
-        wandb_group=_s("", "wandb group ('' = none), e.g. to gather the seeds of one variant"),
+        folder=text("runs/train", "checkpoints, config.json, metrics.jsonl"),
+        tensorboard=flag(0, "1 = also write TensorBoard events (needs the tensorboard package)"),
+        wandb=flag(0, "1 = also log to Weights & Biases (needs the wandb package; WANDB_MODE=offline works without "
+                      "a network)"),
+        wandb_project=text("ffcv-amcl", "wandb project"),
+        wandb_group=text("", "wandb group ('' = none), e.g. to gather the seeds of one variant"),
     )),
     "eval": ("Evaluation", dict(
-        knn_every=_i(10, 0, desc="kNN monitor every N epochs, plus epoch 0 and the last (0 = off)"),
-        knn_k=_i(200, 1, desc="kNN neighbours"),
-        knn_t=_f(0.1, 0, desc="kNN vote temperature"),
-        batch_size=_i(512, 1, desc="batch size for feature extraction"),
-        image_size=_i(0, 0, desc="evaluation image side (0 = data.image_size)"),
-        online_linear=_b(1, "1 = online linear probe: a linear classifier trained on detached features of the "
-                            "training views, its validation top-1 logged each epoch (needs data.val_dataset)"),
-        online_lr=_f(0.1, 0, desc="online linear probe peak lr (SGD, cosine)"),
-        linear_epochs=_i(100, 1, desc="linear probe epochs"),
-        linear_lr=_f(0.1, 0, desc="linear probe peak lr (SGD, cosine)"),
-        linear_batch_size=_i(256, 1, desc="linear probe batch size"),
-        linear_wd=_f(0.0, 0, desc="linear probe weight decay"),
+        knn_every=integer(10, 0, desc="kNN monitor every N epochs, plus epoch 0 and the last (0 = off)"),
+        knn_k=integer(200, 1, desc="kNN neighbours"),
+        knn_t=number(0.1, 0, desc="kNN vote temperature"),
+        batch_size=integer(512, 1, desc="batch size for feature extraction"),
+        image_size=integer(0, 0, desc="evaluation image side (0 = data.image_size)"),
+        online_linear=flag(1, "1 = online linear probe: a linear classifier trained on detached features of the "
+                              "training views, its validation top-1 logged each epoch (needs data.val_dataset)"),
+        online_lr=number(0.1, 0, desc="online linear probe peak lr (SGD, cosine)"),
+        linear_epochs=integer(100, 1, desc="linear probe epochs"),
+        linear_lr=number(0.1, 0, desc="linear probe peak lr (SGD, cosine)"),
+        linear_batch_size=integer(256, 1, desc="linear probe batch size"),
+        linear_wd=number(0.0, 0, desc="linear probe weight decay"),
     )),
     "dist": ("Distributed (torchrun sets the world; no launcher here)", dict(
-        backend=_c("auto", "auto", "nccl", "gloo", desc="auto = nccl on GPU, gloo on CPU"),
+        backend=choice("auto", "auto", "nccl", "gloo", desc="auto = nccl on GPU, gloo on CPU"),
     )),
 }
 
@@ -290,20 +301,46 @@ def read_config_file(path: str) -> dict:
     return _flatten(fix_dict(expand_keys(tree)))
 
 
+def method_defaults_help(key: str) -> str:
+    """'simclr, moco 0.5; ...': what each method's own `defaults` gives a setting left at its UNSET value, per
+    model.arch where it depends on it (so --help never repeats the methods' numbers by hand)."""
+    base = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
+
+    def value(cls) -> str:
+        per_arch = {arch: cls.defaults(to_namespace({**base, "model.arch": arch}))[key] for arch in ARCHS}
+        if len(set(per_arch.values())) == 1:
+            return f"{per_arch[ARCHS[0]]:g}"
+        return " or ".join(f"{v:g} ({arch})" for arch, v in per_arch.items())
+
+    groups: dict[str, list[str]] = {}
+    for name, cls in METHODS.items():
+        groups.setdefault(value(cls), []).append(name)
+    return "; ".join(f"{', '.join(names)} {v}" for v, names in groups.items())
+
+
+def setting_help(key: str, param: Param) -> str:
+    """One --help line: the setting, its default, its description and, for a default that the method or the
+    AMCL form decides, the values they give."""
+    line = f"  {key}  [{param.default}]  {param.desc}"
+    if key in UNSET:
+        return f"{line}: {method_defaults_help(key)}"
+    if key == "loss.tau_min":
+        return f"{line}: " + ", ".join(f"{form} {value:g}" for form, value in FORM_TAU_MIN.items())
+    return line
+
+
 def parse_argv(argv: list[str] | None = None, *, sections: dict | None = None,
-               extra: dict[str, dict] | None = None, prog: str = "ffcv-amcl-train") -> tuple[dict, dict, dict]:
+               prog: str = "ffcv-amcl-train") -> tuple[dict, dict]:
     """argv -> (values {section.param: validated value}, explicit {section.param: raw value given by the
-    user}, extra args). Unknown keys, in files or on the command line, raise UserError naming the key."""
+    user}). Unknown keys, in files or on the command line, raise UserError naming the key."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = declare(sections=sections)
     known = {".".join(path) for path in config.entries}
     parser = ArgumentParser(prog=prog, allow_abbrev=False, formatter_class=argparse.RawTextHelpFormatter,
-                     description=__doc__.split("\n\n")[0],
-                     epilog="settings (--section.param=value or a YAML file):\n" + "\n".join(
-                         f"  {'.'.join(path)}  [{p.default}]  {p.desc}" for path, p in config.entries.items()))
+                            description=__doc__.split("\n\n")[0],
+                            epilog="settings (--section.param=value or a YAML file):\n" + "\n".join(
+                                setting_help(".".join(path), p) for path, p in config.entries.items()))
     parser.add_argument("--config-file", "-C", action="append", default=[], help="fastargs YAML/JSON (repeatable)")
-    for name, kwargs in (extra or {}).items():
-        parser.add_argument(name, **kwargs)
     for path in config.entries:
         parser.add_argument("--" + ".".join(path), dest=".".join(path), default=None, help=argparse.SUPPRESS)
     args, unknown = parser.parse_known_args(argv)
@@ -334,8 +371,7 @@ def parse_argv(argv: list[str] | None = None, *, sections: dict | None = None,
             values[key] = param.checker.check(raw)
         except Exception:
             raise UserError(f"{key}={raw!r} is not valid: expected {param.checker.help()}")
-    rest = {k: v for k, v in vars(args).items() if k not in known and k != "config_file"}
-    return values, explicit, rest
+    return values, explicit
 
 
 def to_namespace(flat: dict) -> SimpleNamespace:
@@ -385,10 +421,7 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
     """Cross-setting checks before any work; returns facts found on the way ({'train_samples': N, ...})."""
     m, t, l, d = cfg.model, cfg.training, cfg.loss, cfg.data
     check(m.heads >= 1, f"model.heads={m.heads}: a run needs at least one projection head (--model.heads=1 or more)")
-    check(set(d.augs) <= set("abcde") or d.augs == "default",
-          f"data.augs='{d.augs}': use letters from abcde (crop blur grey colour flip) or 'default'")
-    check(set(d.augs_b) <= set("abcde") or d.augs_b == "default",
-          f"data.augs_b='{d.augs_b}': use letters from abcde or '' for the same as data.augs")
+    view_letters(d.augs, d.augs_b, flags=("data.augs", "data.augs_b"))
     check(0 < l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min}, loss.tau_max={l.tau_max}: need 0 < tau_min < tau_max")
     check(l.nll_dim > 0, f"loss.nll_dim={l.nll_dim}: the Gaussian NLL's dimension must be above 0 (default 2)")
     check(not (l.ascl and m.amcl and l.amcl_form == "ref"),
@@ -417,7 +450,7 @@ def parse_config(argv: list[str] | None = None, *, world_size: int | None = None
     if world_size is None:
         from ffcv_amcl.distributed import env_world
         world_size = env_world()[1]
-    values, _, _ = parse_argv(argv)
+    values, _ = parse_argv(argv)
     cfg = resolve(to_namespace(values))
     facts = validate(cfg, world_size=world_size, check_files=check_files)
     return cfg, facts

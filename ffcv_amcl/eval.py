@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ffcv_amcl import distributed as dist
+from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import load_checkpoint, restore_model, saved_settings
 from ffcv_amcl.compatibility import check_compatible
@@ -27,7 +28,7 @@ from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
 def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dict:
     """kNN and linear-probe top-1 (percent) of the checkpoint's backbone on the given splits."""
     state = state if state is not None else load_checkpoint(checkpoint)
-    values, explicit, _ = parse_argv(argv, prog="ffcv-amcl-eval")
+    values, explicit = parse_argv(argv, prog="ffcv-amcl-eval")
     check_compatible(saved_settings(state), {key: values[key] for key in explicit}, source=f"checkpoint {checkpoint}",
                      fix="drop the flag or pick the matching checkpoint")
     d = values
@@ -37,6 +38,7 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
     beton_samples(val_path, "data.val_dataset")
 
     info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
+    machine.set_torch_threads(d["training.threads"])
     model, cfg, _ = restore_model(checkpoint, device=info.device, state=state)
 
     from ffcv_amcl.data.loader import make_eval_loader

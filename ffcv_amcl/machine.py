@@ -1,4 +1,5 @@
-"""What ran a measurement: every benchmark and profile names its machine, so numbers can be trusted."""
+"""The machine a process runs on: how many CPU threads torch uses here, and what ran a measurement (every
+benchmark and profile names its machine, so numbers can be trusted)."""
 from __future__ import annotations
 
 import os
@@ -21,6 +22,33 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def torch_threads(setting: int = 0) -> int:
+    """torch's CPU thread count for `training.threads`: the setting itself; for 0, OMP_NUM_THREADS when it is
+    set (the variable torch itself reads, and torchrun sets for several processes), else the usable cores shared
+    among the processes torchrun starts on this machine (LOCAL_WORLD_SIZE; one process alone gets them all)."""
+    if setting > 0:
+        return int(setting)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, usable_cores() // local)
+
+
+def set_torch_threads(setting: int = 0) -> int:
+    """Set torch's CPU threads (`torch_threads(setting)`) for the rest of the process and return the count.
+
+    The one place that decides them: the trainer, the profiler and eval call it, the package's loaders keep it
+    (data.loader.GuardedLoader), so the same seed gives the same weights for any data.num_workers. FFCV is
+    imported first, because importing it sets torch's threads to 1."""
+    import ffcv.pipeline.compiler  # noqa: F401  (its import-time torch.set_num_threads(1) must come before ours)
+    import torch
+
+    threads = torch_threads(setting)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def describe(device: str = "cpu") -> dict:

@@ -56,7 +56,7 @@ KEYS = ("loader_pairs_per_s", "model_pairs_per_s", "loss_ms", "step_pairs_per_s"
 
 def parse_profile_config(argv: list[str] | None = None):
     """The trainer's config plus the `profile` section, checked the way the trainer checks it (one process)."""
-    values, _, _ = parse_argv(argv, sections=SECTIONS, prog="ffcv-amcl-profile")
+    values, _ = parse_argv(argv, sections=SECTIONS, prog="ffcv-amcl-profile")
     cfg = resolve(to_namespace(values))
     facts = validate(cfg, world_size=1)
     return cfg, facts
@@ -294,6 +294,7 @@ def profile(argv: list[str] | None = None) -> dict:
     if p.json:
         check_output_file(p.json, "--profile.json")
     device = dist.pick_device(t.device)
+    machine.set_torch_threads(t.threads)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

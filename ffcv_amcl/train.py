@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ffcv_amcl import distributed as dist
+from ffcv_amcl import machine
 from ffcv_amcl.config import parse_config
 from ffcv_amcl.errors import cli, warn
 from ffcv_amcl.evaluation import extract_features, knn_top1
@@ -204,6 +205,7 @@ def train(cfg, facts: dict, info: dist.DistInfo) -> dict:
 
 
 def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
+    machine.set_torch_threads(cfg.training.threads)
     run = start_run(cfg, facts, info, stop)
     try:
         first_record(run)

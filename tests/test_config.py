@@ -11,7 +11,7 @@ from tests.train_helpers import REPO, digits_betons, run_cli
 FIXED_NAMES = ["data.train_dataset", "data.val_dataset", "data.num_workers", "model.arch", "model.method",
                "model.amcl", "model.heads", "training.epochs", "training.batch_size", "training.lr",
                "training.resume", "training.seed", "logging.folder", "eval.knn_every"]
-ISSUE7_NAMES = ["loss.mochi_n_hard", "loss.mochi_s1", "loss.mochi_s2", "loss.mochi_start", "loss.ascl",
+MOCHI_ASCL_NAMES = ["loss.mochi_n_hard", "loss.mochi_s1", "loss.mochi_s2", "loss.mochi_start", "loss.ascl",
                 "loss.ascl_variant", "loss.ascl_k", "loss.ascl_t1", "loss.ascl_t2"]
 
 
@@ -26,7 +26,7 @@ def parse(*args, **kw):
 
 def test_contract_names_exist():
     declared = {f"{s}.{n}" for s, (_, params) in SPEC.items() for n in params}
-    assert set(FIXED_NAMES + ISSUE7_NAMES) <= declared
+    assert set(FIXED_NAMES + MOCHI_ASCL_NAMES) <= declared
 
 
 def test_cli_overrides_file_and_values_are_typed(tmp_path):
@@ -45,6 +45,38 @@ def test_yaml_config_file(tmp_path):
     f.write_text("model:\n  method: simsiam\n  heads: 2\ntraining:\n  weight_decay: 1e-4\n")
     cfg = parse("--config-file", str(f))
     assert (cfg.model.method, cfg.model.heads, cfg.training.weight_decay) == ("simsiam", 2, 1e-4)
+
+
+def _help_lines(capsys) -> dict:
+    with pytest.raises(SystemExit):
+        parse_argv(["--help"])
+    return {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+
+
+def test_help_shows_the_values_the_methods_and_forms_give(capsys, monkeypatch):
+    """The help of a 'method default' setting lists each method class's own `defaults`, so a method that changes
+    its default changes the help; the same for the AMCL forms' tau_min."""
+    from ffcv_amcl.losses import amcl
+    from ffcv_amcl.model.methods import METHODS
+
+    moco = METHODS["moco"]
+    real = moco.defaults.__func__
+    monkeypatch.setattr(moco, "defaults", classmethod(lambda cls, cfg: {**real(cls, cfg), "loss.temperature": 0.37}))
+    monkeypatch.setitem(amcl.FORM_TAU_MIN, "post", 0.031)
+    lines = _help_lines(capsys)
+    assert "moco 0.37" in lines["loss.temperature"] and "simclr" in lines["loss.temperature"]
+    assert "post 0.031" in lines["loss.tau_min"]
+    assert "barlow_twins 1e-06" in lines["loss.beta"]                      # BarlowTwins.defaults's own beta
+    assert "512 (resnet18) or 2048 (resnet50)" in lines["model.proj_hidden"]   # SimCLR's: the backbone's width
+    assert "none = no augmentation" in lines["data.augs"]
+
+
+@pytest.mark.parametrize("augs", ["none", "all", "color", "colour", "ACD", "", "default"])
+def test_every_augs_name_is_a_valid_setting(augs):
+    from ffcv_amcl.data.augment.spec import parse_augs
+
+    cfg = parse(f"--data.augs={augs}", f"--data.augs_b={augs}")
+    assert cfg.data.augs == augs and parse_augs(cfg.data.augs) <= set("abcde")
 
 
 @pytest.mark.parametrize("method,temperature,beta,dim", [("simclr", 0.5, 1e-4, 128), ("moco", 0.1, 1e-4, 128),

@@ -60,8 +60,8 @@ def test_tests_stage_reads_pytest_junit(tmp_path):
                      '<failure message="AssertionError: loss not finite at step 3&#10;more"/>'
                      '</testcase></testsuite></testsuites>')
     out = tmp_path / "run.json"
-    r = subprocess.run([sys.executable, "benchmarks/gpu/stages.py", "tests", "--json", str(out), "--junit", str(junit),
-                        "--rc", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.stages", "tests", "--json", str(out),
+                        "--junit", str(junit), "--rc", "1"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     failure = "tests.b::test_bad: AssertionError: loss not finite at step 3"     # the message's first line
     assert json.loads(out.read_text())["tests"] == {"rc": 1, "passed": 1, "failed": 1, "skipped": 1,
@@ -71,8 +71,8 @@ def test_tests_stage_reads_pytest_junit(tmp_path):
 def test_mistakes_end_with_one_line(tmp_path):
     r = run_script("--bogus")
     assert r.returncode == 2 and r.stderr.startswith("error: unknown argument '--bogus'") and r.stderr.count("\n") == 1
-    r = run_script("--out", str(tmp_path), "--carry", str(tmp_path / "absent"))
+    r = run_script("--out", str(tmp_path), "--bundle", str(tmp_path / "absent"))
     assert r.returncode == 2 and "run bash benchmarks/gpu/prepare.sh" in r.stdout
-    r = subprocess.run([sys.executable, "benchmarks/gpu/stages.py", "summary", str(tmp_path / "none.json")],
+    r = subprocess.run([sys.executable, "-m", "benchmarks.gpu.stages", "summary", str(tmp_path / "none.json")],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Prepare, on this machine, the files the GPU run carries to the device machine (benchmarks/gpu/run.sh).
+# Prepare, on a machine with network, the bundle the GPU run (benchmarks/gpu/run.sh) installs on a GPU machine
+# without network (benchmarks/gpu/README.md).
 #
-#     bash benchmarks/gpu/prepare.sh            # -> .gpu_carry/ (ignored by git), its size printed last
+#     bash benchmarks/gpu/prepare.sh            # -> .gpu_bundle/ (ignored by git), its size printed last
 #
-# The device machine has Python 3.12 with torch 2.11 (cu130), numba, numpy, opencv-python-headless, pillow,
+# The GPU machine has Python 3.12 with torch 2.11 (cu130), numba, numpy, opencv-python-headless, pillow,
 # tqdm, pyyaml, scikit-learn, pytest, but no ffcv, no fastargs and no network. This script puts into
-# .gpu_carry/ (override with GPU_CARRY=DIR):
+# .gpu_bundle/ (override with GPU_BUNDLE=DIR):
 #   whl/  a cp312 wheel of ffcv 1.0.2 built here with python3.12 (ffcv's setup.py needs numpy and pkgconfig
 #         at build time and declares neither: no build isolation, as in scripts/setup.sh), fastargs 1.2.0 and
 #         terminaltables (fastargs imports it);
@@ -17,7 +18,7 @@
 # scripts/setup.sh (pkg-config libturbojpeg0-dev libopencv-dev), apt-get, and network for pip and apt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DEST="${GPU_CARRY:-$PWD/.gpu_carry}"
+DEST="${GPU_BUNDLE:-$PWD/.gpu_bundle}"
 FFCV_VERSION=1.0.2
 # What every device image has already: the C and C++ runtimes and zlib. Everything else ldd finds travels.
 BASE_PACKAGES="libc6 libstdc++6 libgcc-s1 zlib1g"
@@ -90,35 +91,36 @@ say "downloading ${#packages[@]} Debian packages: ${packages[*]}"
 (cd "$DEST.new/deb" && apt-get download -q "${packages[@]}" >/dev/null) \
     || die "apt-get download failed (run apt-get update first if the package lists are stale)"
 
-# Check: with only the unpacked packages on LD_LIBRARY_PATH, every carried library resolves inside them.
+# Check: with only the unpacked packages on LD_LIBRARY_PATH, every bundled library resolves inside them.
 for deb in "$DEST.new"/deb/*.deb; do dpkg -x "$deb" "$WORK/root"; done
 # Every folder holding a library (Debian keeps BLAS and LAPACK in blas/ and lapack/ for its alternatives).
 LIBS="$(find "$WORK/root" -name 'lib*.so*' -printf '%h\n' | sort -u | paste -sd:)"
-LD_LIBRARY_PATH="$LIBS" ldd "$SO" > "$WORK/ldd-carried.txt"
+LD_LIBRARY_PATH="$LIBS" ldd "$SO" > "$WORK/ldd-bundled.txt"
 missing=0
 while read -r lib; do
     pkg="$(owner "$lib")"
     case " $BASE_PACKAGES " in *" $pkg "*) continue ;; esac
     name="$(basename "$lib")"
-    if ! grep -E "^\s*$name => $WORK/root/" "$WORK/ldd-carried.txt" >/dev/null; then
+    if ! grep -E "^\s*$name => $WORK/root/" "$WORK/ldd-bundled.txt" >/dev/null; then
         echo "prepare: $name does not resolve to the unpacked packages" >&2
         missing=1
     fi
 done < <(awk '$2 == "=>" && $3 ~ /^\// {print $3}' "$WORK/ldd.txt")
-[ "$missing" = 0 ] || die "the carried packages do not cover the extension's libraries"
+[ "$missing" = 0 ] || die "the bundled packages do not cover the extension's libraries"
 # And the extension loads under python3.12 with them (ffcv's package __init__ needs torch, so load the
 # extension module alone).
 LD_LIBRARY_PATH="$LIBS" "$PY312" - "$SO" <<'EOF'
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("_libffcv", sys.argv[1])
 importlib.util.module_from_spec(spec)
-print("prepare: the ffcv extension loads under Python %d.%d with the carried libraries" % sys.version_info[:2])
+print("prepare: the ffcv extension loads under Python %d.%d with the bundled libraries" % sys.version_info[:2])
 EOF
 
 rm -rf "$DEST"
 mv "$DEST.new" "$DEST"
-echo "prepare: carried folder $DEST"
+echo "prepare: bundle $DEST"
 (cd "$DEST" && ls -l whl deb | grep -v '^total')
 size_kib="$(du -sk "$DEST" | cut -f1)"
-echo "prepare: size $((size_kib / 1024)) MiB ($size_kib KiB) of the 64 MiB a device call may carry (working tree included)"
-[ "$size_kib" -lt $((48 * 1024)) ] || die "$DEST is over 48 MiB: the device call would not fit"
+echo "prepare: size $((size_kib / 1024)) MiB ($size_kib KiB)"
+# About 7 MiB is expected; far more means ldd pulled in libraries every image has (see BASE_PACKAGES).
+[ "$size_kib" -lt $((48 * 1024)) ] || die "$DEST is over 48 MiB: check the packages listed above against BASE_PACKAGES"

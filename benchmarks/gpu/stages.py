@@ -1,15 +1,15 @@
 """The Python side of the GPU run (benchmarks/gpu/run.sh): each stage's work, and the one JSON file they fill.
 
 Every subcommand adds its part to the run's JSON (written atomically after each stage, so a later failure keeps
-what earlier stages measured); `summary` prints the run's table from that JSON, on the device machine at the end
-of the run and here when report.py re-prints a saved run.
+what earlier stages measured); `summary` prints the run's table from that JSON, on the GPU machine at the end
+of the run and wherever benchmarks.report re-prints a saved run.
 
-    python benchmarks/gpu/stages.py data    --json RUN.json --device cuda --beton X.beton --images 50000 --workers 16
-    python benchmarks/gpu/stages.py epoch   --json RUN.json --name amcl-eager --folder DIR -- [train flags]
-    python benchmarks/gpu/stages.py add     --json RUN.json --key profile --file profile.json
-    python benchmarks/gpu/stages.py tests   --json RUN.json --junit junit.xml --rc 0
-    python benchmarks/gpu/stages.py stage   --json RUN.json --name data --rc 0 --seconds 12 --limit 120
-    python benchmarks/gpu/stages.py summary RUN.json
+    python -m benchmarks.gpu.stages data    --json RUN.json --device cuda --beton X.beton --images 50000 --workers 16
+    python -m benchmarks.gpu.stages epoch   --json RUN.json --name amcl-eager --folder DIR -- [train flags]
+    python -m benchmarks.gpu.stages add     --json RUN.json --key profile --file profile.json
+    python -m benchmarks.gpu.stages tests   --json RUN.json --junit junit.xml --rc 0
+    python -m benchmarks.gpu.stages stage   --json RUN.json --name data --rc 0 --seconds 12 --limit 120
+    python -m benchmarks.gpu.stages summary RUN.json
 """
 from __future__ import annotations
 
@@ -24,13 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ffcv_amcl.atomic import atomic_path  # (light: no torch, which the recording stages do not need)
+from ffcv_amcl.errors import UserError, cli
 
-from ffcv_amcl.atomic import atomic_path  # noqa: E402  (light: no torch)
-from ffcv_amcl.errors import UserError, cli  # noqa: E402
-
-GOAL_SECONDS, GOAL_PAIRS = 2.0, 25_000           # issue 12: a CIFAR-10 epoch in 2 s or less, loader never the bound
+GOAL_SECONDS, GOAL_PAIRS = 2.0, 25_000           # the goal: a CIFAR-10 epoch in 2 s or less, loader never the bound
 VARIANTS = {                                      # epoch variants: name -> (label, AMCL, compiled)
     "amcl-eager": ("SimCLR-AMCL C=3", 1, 0),
     "amcl-compiled": ("SimCLR-AMCL C=3", 1, 1),
@@ -85,12 +82,12 @@ def record_env(args) -> None:
     update(args.json, "env", info)
     print(json.dumps(info, indent=2, default=str))
     try:
-        import ffcv.loader  # noqa: F401  (the extension and its carried libraries load)
+        import ffcv.loader  # noqa: F401  (the extension and its bundled libraries load)
     except ImportError as exc:
-        raise UserError(f"ffcv does not load ({exc}): check the carried wheels and Debian libraries "
+        raise UserError(f"ffcv does not load ({exc}): check the bundled wheels and Debian libraries "
                         f"(bash benchmarks/gpu/prepare.sh) and LD_LIBRARY_PATH")
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("no CUDA device is visible: run the GPU run on the device machine, or use --dry-run")
+        raise UserError("no CUDA device is visible: run the GPU run on a GPU machine, or use --dry-run")
 
 
 def stage_data(args) -> None:
@@ -114,7 +111,7 @@ def stage_data(args) -> None:
 
 def stage_epoch(args) -> None:
     """Train each variant with ffcv_amcl.train (in this process, one after another) and record its last epoch:
-    the earlier ones carry the one-off costs (numba and FFCV pipeline compilation, cuDNN autotuning,
+    the earlier ones bear the one-off costs (numba and FFCV pipeline compilation, cuDNN autotuning,
     torch.compile). The variant sets model.amcl and training.compile over the flags given after --."""
     import torch
     from torch._dynamo.utils import counters
@@ -196,6 +193,8 @@ def sync_audit(train_args: list[str], folder: str, steps: int = SYNC_STEPS) -> d
 
 
 def _where(filename: str, lineno: int) -> str:
+    from benchmarks.common import ROOT
+
     path = Path(filename)
     for base in (ROOT, *(Path(p) for p in sys.path if p.endswith("site-packages"))):
         with contextlib.suppress(ValueError):
@@ -331,7 +330,7 @@ def _summary_epochs(epochs: dict, env: dict, p: dict | None) -> list[str]:
 
 
 def _summary_goal(epochs: dict, env: dict, p: dict | None) -> list[str]:
-    """Issue 12's verdict from the fastest SimCLR-AMCL variant (none on a dry run: its sizes are tiny)."""
+    """The goal's verdict from the fastest SimCLR-AMCL variant (none on a dry run: its sizes are tiny)."""
     best = [e for n, e in epochs.items() if n.startswith("amcl")]
     if not best or env.get("dry_run"):
         return []
@@ -373,7 +372,7 @@ def stage_summary(args) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu.stages", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def command(name, func, helptext):

@@ -7,34 +7,44 @@ the bus, 4x less traffic than float).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from numba import njit
 
-import ffcv.loader.loader as ffcv_epoch
+from ffcv.loader import Loader
 from ffcv.loader.epoch_iterator import EpochIterator
+from ffcv.pipeline.compiler import Compiler
 
 from ffcv_amcl.errors import UserError
+from ffcv_amcl.machine import usable_cores
 from ffcv_amcl.data.beton import REWRITE, validate_beton
 from ffcv_amcl.data.meta import read_meta
 from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, RandomBlur, RandomFlip,
-                                    RandomGrayscale, TwoViewDecoder, parse_augs)
+                                    RandomGrayscale, TwoViewDecoder, view_letters)
 
 _ORDERS = ("random", "quasi_random", "sequential")
 
 
 class _GuardedEpochIterator(EpochIterator):
-    """FFCV's epoch thread, except that its failure reaches the consumer.
+    """FFCV's epoch thread, except that its failure reaches the consumer and torch keeps its thread count.
 
     FFCV runs the pipeline in this thread and hands batches over a queue; an exception in the thread (a
     damaged image, a bug) ends it without a word to the main thread, which then waits on the queue forever
     (and ignores SIGTERM). Here the thread records its exception, and `__next__` waits on the queue with a
-    timeout, checking the thread is alive: a dead thread ends the run with one UserError line instead."""
+    timeout, checking the thread is alive: a dead thread ends the run with one UserError line instead.
+
+    The thread starts by setting numba's and torch's threads to the loader's worker count (FFCV's
+    `Compiler.set_num_threads`; torch's count is process-wide). It does so before it queues its first batch,
+    so `__next__`, once a batch is there, puts torch's count back to `torch_threads` (the count before the epoch).
+    """
 
     failure: BaseException | None = None
+
+    def __init__(self, loader, order, torch_threads: int):
+        self.torch_threads = torch_threads             # before super() starts the thread
+        super().__init__(loader, order)
 
     def run(self):
         try:
@@ -47,6 +57,7 @@ class _GuardedEpochIterator(EpochIterator):
         with q.not_empty:  # the queue's own condition: woken at once by a put, by the timeout otherwise
             while not q._qsize() and self.is_alive():
                 q.not_empty.wait(0.5)
+        _restore_torch_threads(self.torch_threads)
         if q.qsize() == 0:  # dead, and nothing left behind (re-read after seeing it dead)
             self.close()
             exc = self.failure
@@ -56,16 +67,46 @@ class _GuardedEpochIterator(EpochIterator):
         return super().__next__()
 
 
-ffcv_epoch.EpochIterator = _GuardedEpochIterator  # what ffcv's Loader.__iter__ builds: every loader gets it
+def _restore_torch_threads(threads: int) -> None:
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+class GuardedLoader(Loader):
+    """FFCV's Loader as this package's loaders use it; FFCV's own class is left as it is.
+
+    - Its epochs run in `_GuardedEpochIterator`: a dying loader thread ends the run with one line.
+    - torch's CPU thread count survives it (ffcv_amcl.machine.set_torch_threads decides that count). FFCV's
+      `Compiler.set_num_threads` sets numba's threads (the pipeline's) and torch's to `num_workers` when a
+      Loader is built, when an epoch starts and in the epoch's thread; the loader's worker count would then
+      decide the model's threads, and with them how its floating-point sums are split and rounded.
+    """
+
+    def __init__(self, *args, **kwargs):
+        threads = torch.get_num_threads()
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            _restore_torch_threads(threads)
+
+    def __iter__(self):
+        # ffcv 1.0.2's Loader.__iter__, with the guarded iterator and torch's thread count kept
+        threads = torch.get_num_threads()
+        try:
+            Compiler.set_num_threads(self.num_workers)
+            order = self.next_traversal_order()
+            selected_order = order[:len(self) * self.batch_size]
+            self.next_epoch += 1
+            if self.code is None or self.recompile:
+                self.generate_code()
+            return _GuardedEpochIterator(self, selected_order, threads)
+        finally:
+            _restore_torch_threads(threads)
 
 
 def _workers(num_workers: int) -> int:
-    if num_workers is None or num_workers < 1:
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:
-            return os.cpu_count() or 1
-    return int(num_workers)
+    """num_workers, or every usable core for -1 (and 0)."""
+    return usable_cores() if num_workers is None or num_workers < 1 else int(num_workers)
 
 
 def _check_common(path, batch_size, image_size, device):
@@ -198,13 +239,12 @@ def make_ssl_loader(path, batch_size, *, augs="default", image_size=32, num_work
                     crop_scale=(0.08, 1.0), augs_b=None, order="random"):
     """Two-view SSL loader over an FFCV .beton.
 
-    augs / augs_b: `--augs` letters (ffcv_amcl.data.augment.spec) for view a / view b (augs_b
-    defaults to augs). Given a seed, the views of sample i in epoch e are the same for every
+    augs / augs_b: the augmentation letters or names (ffcv_amcl.data.augment.spec) of view a / view b
+    (augs_b None or '' = the same as augs). Given a seed, the views of sample i in epoch e are the same for every
     run, worker count and distributed split. Iterating yields (view_a, view_b, label): float32
     (N, 3, S, S) channels_last normalised tensors and int64 (N,) labels on `device`.
     """
-    letters_a = parse_augs(augs)
-    letters_b = letters_a if augs_b is None else parse_augs(augs_b, flag="augs_b")
+    letters_a, letters_b = view_letters(augs, augs_b)
     _check_common(path, batch_size, image_size, device)
     if order not in _ORDERS:
         raise UserError(f"unknown order {order!r}; use one of {', '.join(_ORDERS)}")
@@ -214,13 +254,13 @@ def make_ssl_loader(path, batch_size, *, augs="default", image_size=32, num_work
     if color_strength < 0:
         raise UserError(f"color_strength must be >= 0, got {color_strength!r}")
     from ffcv.fields.basics import IntDecoder
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader import OrderOption
 
     epoch = EpochCounter(0)
     image_ops = build_image_pipeline(letters_a, letters_b, int(image_size), seed=int(seed),
                                      epoch_address=epoch.address, color_strength=color_strength,
                                      crop_scale=(lo, hi))
-    loader = Loader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
+    loader = GuardedLoader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
                     order=getattr(OrderOption, order.upper()), drop_last=drop_last,
                     distributed=distributed, seed=int(seed),
                     pipelines={"image": image_ops, "label": [IntDecoder()]})
@@ -235,7 +275,7 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
     usual ImageNet resize-256 / crop-224)."""
     _check_common(path, batch_size, image_size, device)
     from ffcv.fields.basics import IntDecoder
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader import OrderOption
     from ffcv.reader import Reader
 
     if centre_ratio is not None and not 0 < float(centre_ratio) <= 1:
@@ -251,7 +291,7 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
     decoder = TwoViewDecoder(int(image_size), random_crop=(False,), seed=0,
                              epoch_address=epoch.address, centre_ratio=float(centre_ratio),
                              stretch=False)
-    loader = Loader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
+    loader = GuardedLoader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
                     order=OrderOption.SEQUENTIAL, drop_last=False, distributed=distributed,
                     pipelines={"image": [decoder], "label": [IntDecoder()]})
     return EvalLoader(loader, epoch, _Normaliser(path, device), batch_size)

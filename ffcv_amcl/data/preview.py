@@ -12,20 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ffcv_amcl.data.augment.spec import AUGS_HELP
 from ffcv_amcl.errors import ArgumentParser, UserError, check_output_file, cli
 
 
 def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=0.5):
     """(originals, view_a, view_b) uint8 arrays (n, S, S, 3) for the first n samples."""
     from ffcv.fields.basics import IntDecoder
-    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader import OrderOption
 
-    from ffcv_amcl.data.augment import EpochCounter, TwoViewDecoder, parse_augs
+    from ffcv_amcl.data.augment import EpochCounter, TwoViewDecoder, view_letters
     from ffcv_amcl.data.beton import validate_beton
-    from ffcv_amcl.data.loader import _check_common, build_image_pipeline
+    from ffcv_amcl.data.loader import GuardedLoader, _check_common, build_image_pipeline, by_name
 
-    letters_a = parse_augs(augs)
-    letters_b = letters_a if augs_b is None else parse_augs(augs_b, flag="augs_b")
+    letters_a, letters_b = view_letters(augs, augs_b, flags=("augs", "augs-b"))
     _check_common(path, 1, image_size, "cpu")  # validates the whole file (validate_beton)
     if n <= 0:
         raise UserError(f"--n must be positive, got {n}")
@@ -33,16 +33,15 @@ def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=
     counter = EpochCounter(epoch)
     indices = np.arange(n)
     common = dict(batch_size=n, num_workers=1, order=OrderOption.SEQUENTIAL, drop_last=False)
-    views = Loader(str(path), indices=indices, pipelines={
+    views = GuardedLoader(str(path), indices=indices, pipelines={
         "image": build_image_pipeline(letters_a, letters_b, image_size, seed=seed,
                                       epoch_address=counter.address,
                                       color_strength=color_strength),
         "label": [IntDecoder()]}, **common)
-    plain = Loader(str(path), indices=indices, pipelines={
+    plain = GuardedLoader(str(path), indices=indices, pipelines={
         "image": [TwoViewDecoder(image_size, random_crop=(False,), seed=seed,
                                  epoch_address=counter.address, stretch=True)],
         "label": None}, **common)
-    from ffcv_amcl.data.loader import by_name
     images = by_name(views, next(iter(views)))["image"]
     originals = by_name(plain, next(iter(plain)))["image"]
     return originals[:, 0].copy(), images[:, 0].copy(), images[:, 1].copy()
@@ -79,8 +78,8 @@ def main(argv=None):
     parser = ArgumentParser(prog="python -m ffcv_amcl.data.preview", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--path", required=True, help=".beton file to read")
-    parser.add_argument("--augs", default="default", help="letters from abcde, default or color")
-    parser.add_argument("--augs-b", default=None, help="letters for view b (default: --augs)")
+    parser.add_argument("--augs", default="default", help=f"augmentations of view a: {AUGS_HELP}")
+    parser.add_argument("--augs-b", default="", help="augmentations of view b, as --augs ('' = the same as --augs)")
     parser.add_argument("--n", type=int, default=16, help="number of stored images to show")
     parser.add_argument("--image-size", type=int, default=32, help="side of each view in pixels")
     parser.add_argument("--color-strength", type=float, default=0.5)

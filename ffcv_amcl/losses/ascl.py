@@ -1,4 +1,4 @@
-"""ASCL adaptive soft targets (Feng & Patras 2022; SEED_METHODS.md): InfoNCE whose target spreads mass over
+"""ASCL adaptive soft targets (Feng & Patras, ICPR 2022): InfoNCE whose target spreads mass over
 the key's neighbours in the queue, weighted by how confident (low-entropy) that neighbourhood is.
 
     p = softmax(k Q^T / t2);  c = 1 - H(p) / log|Q|;  w = min(K c p, 1)           ("ascl")

@@ -9,7 +9,7 @@ from ffcv_amcl.losses.precision import full_precision, wide
 
 def cross_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """(C, D, D) cross-correlation x_hat^T y_hat / B of per-head projections (C, B, D) standardised over the
-    batch with the unbiased std (torch.std), as AMCL_SPEC.md fixes for both the baseline and AMCL."""
+    batch with the unbiased std (torch.std), the same for the baseline and for AMCL."""
     xh = (x - x.mean(1, keepdim=True)) / x.std(1, keepdim=True)
     yh = (y - y.mean(1, keepdim=True)) / y.std(1, keepdim=True)
     return torch.einsum("cbl,cbm->clm", xh, yh) / x.shape[1]

@@ -1,4 +1,4 @@
-"""MoCHi hard-negative mixing (Kalantidis et al. 2020; SEED_METHODS.md): synthetic negatives per query.
+"""MoCHi hard-negative mixing (Kalantidis et al., NeurIPS 2020): synthetic negatives per query.
 
 Type 1 mixes two of the query's n_hard hardest queue negatives, type 2 mixes the (detached) query into one.
 They are normalised, detached and only ever join the logits: nothing synthetic enters the queue.

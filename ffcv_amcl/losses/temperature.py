@@ -1,4 +1,4 @@
-"""AMCL's pair temperature tau(u, v) and its regulariser Omega (AMCL_SPEC.md, "Symbols").
+"""AMCL's pair temperature tau(u, v) and its regulariser Omega (docs/amcl.md, "The formulation").
 
 tau(u, v) = tau_min + (tau_max - tau_min) * sigmoid(-<phi(u), phi(v)>). The inner product factorises, so phi
 runs once per vector and the temperatures of all pairs come from one einsum of the phi outputs.

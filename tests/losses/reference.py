@@ -1,4 +1,5 @@
-"""Float64 loop references written straight from AMCL_SPEC.md and SEED_METHODS.md.
+"""Float64 loop references written straight from the formulas: AMCL as docs/amcl.md gives it, MoCHi (Kalantidis
+et al. 2020) and ASCL (Feng & Patras 2022) as their papers do.
 
 Deliberately naive: loops over heads, anchors and negatives, one vector at a time, phi evaluated on each pair's
 two vectors separately (no factorisation, no batching), so they share no code path with the library.
@@ -33,7 +34,7 @@ def omega(t, dim):
 
 
 def _anchor_loss(params, anchor, positive, negatives, topk, beta, tau_min, tau_max, dim):
-    """l(i) of AMCL_SPEC.md for one anchor, its positive and its candidate negatives."""
+    """l(i) of the `ref` form (docs/amcl.md) for one anchor, its positive and its candidate negatives."""
     s_pos = (anchor * positive).sum()
     t_pos = tau(params, anchor, positive, tau_min, tau_max)
     order = sorted(range(len(negatives)), key=lambda j: float((anchor * negatives[j]).sum().detach()), reverse=True)
@@ -184,7 +185,7 @@ def byol(pa, pb, ta, tb):
 
 
 def ascl(q, k, queue, K, t1, t2, variant):
-    """SEED_METHODS.md ASCL for (C, B, D) stacks, one query at a time."""
+    """ASCL (Feng & Patras 2022) for (C, B, D) stacks, one query at a time."""
     C, B, D = q.shape
     total = 0.0
     for c in range(C):
@@ -226,7 +227,7 @@ def rel_err(a, b):
     return float(diff / scale) if scale > 0 else float(diff)
 
 
-# ---- bounded AMCL forms (AMCL_SPEC.md, "The reference form is unbounded") -------------------------------------
+# ---- bounded AMCL forms (docs/amcl.md, "The three forms") --------------------------------------------------------
 
 def nll(residual, t, d):
     return residual / t + d / 2 * torch.log(t)

@@ -1,5 +1,5 @@
 """The bounded AMCL forms (hetero, post, and ASCL composed with them) against float64 loop references written from
-AMCL_SPEC.md, their stated lower bounds under an optimiser that only moves phi, and their input checks."""
+docs/amcl.md, their stated lower bounds under an optimiser that only moves phi, and their input checks."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""ASCL soft targets against the float64 loop reference of SEED_METHODS.md; K = 0 is MoCo's InfoNCE."""
+"""ASCL soft targets against the float64 loop reference (Feng & Patras 2022); K = 0 is MoCo's InfoNCE."""
 from __future__ import annotations
 
 import pytest

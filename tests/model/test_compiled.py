@@ -3,7 +3,7 @@
 On the CPU the numerics test compiles with torch's `aot_eager` backend: TorchDynamo captures the graphs and
 AOTAutograd traces forward and backward (decompositions, functionalisation) as inductor would, without
 inductor's C++ code generation, which costs over a minute for even this tiny model on two cores. Inductor itself
-runs in benchmarks/train_step.py (CPU) and in the `gpu` test below, on CUDA, within the same tolerance.
+runs in benchmarks.train_step (CPU) and in the `gpu` test below, on CUDA, within the same tolerance.
 """
 import pytest
 import torch

@@ -3,19 +3,35 @@
 Path of one image: views.TwoViewDecoder (decode once, two random resized crops) -> flip ->
 colour jitter -> colour drop -> blur, all numba-compiled, in place on (B, 2, S, S, 3) uint8, each
 image with its own counter-based random stream (rng.py).
-"""
-from .blur import RandomBlur, gaussian_blur, kernel_size_for
-from .colour import (ColorJitter, RandomGrayscale, adjust_brightness, adjust_contrast,
-                     adjust_hue, adjust_saturation, rgb_to_grayscale)
-from .crop import random_crop_params, resized_crop
-from .flip import RandomFlip, hflip
-from .rng import EpochCounter
-from .spec import parse_augs
-from .views import TwoViewDecoder
 
-__all__ = [
-    "TwoViewDecoder", "RandomFlip", "ColorJitter", "RandomGrayscale", "RandomBlur",
-    "EpochCounter", "parse_augs", "kernel_size_for", "random_crop_params",
-    "hflip", "resized_crop", "adjust_brightness", "adjust_contrast", "adjust_saturation",
-    "adjust_hue", "rgb_to_grayscale", "gaussian_blur",
-]
+The names below are imported from their modules on first use: `ffcv_amcl.data.augment.spec` (the letters, which
+config.py reads) then loads without numba or FFCV, whose import sets torch's thread count.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "RandomBlur": "blur", "gaussian_blur": "blur", "kernel_size_for": "blur",
+    "ColorJitter": "colour", "RandomGrayscale": "colour", "adjust_brightness": "colour",
+    "adjust_contrast": "colour", "adjust_hue": "colour", "adjust_saturation": "colour",
+    "rgb_to_grayscale": "colour",
+    "random_crop_params": "crop", "resized_crop": "crop",
+    "RandomFlip": "flip", "hflip": "flip",
+    "EpochCounter": "rng",
+    "parse_augs": "spec", "view_letters": "spec",
+    "TwoViewDecoder": "views",
+}
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

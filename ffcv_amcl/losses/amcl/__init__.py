@@ -1,4 +1,4 @@
-"""AMCL: multi-head losses with a learned temperature per pair (AMCL_SPEC.md is the source of truth).
+"""AMCL: multi-head losses with a learned temperature per pair (docs/amcl.md gives the formulation).
 
     forms.py         the forms (ref, hetero, post) as pure functions, and which loss kind has which
     candidates.py    each anchor's positive and top-k negatives, all heads batched (SimCLR, MoCo, ASCL)

@@ -16,8 +16,8 @@ class AMCLSimSiam(AMCLLoss):
     -1/2 s1/tau1 - 1/2 s2/tau2 + beta*Omega(tau1) + beta*Omega(tau2), summed over heads,
     with s1 = cos(pa, sg zb), tau1 = tau(pa, sg zb) and symmetrically (`ref`). `hetero`: the same similarity
     term with the temperatures detached, plus 1/2 the Gaussian NLL (1 - sg s)/tau + (d/2) log tau of each pair,
-    which alone trains phi. phi sees the normalised p and z (AMCL_SPEC: z = normalize(g(h)) where the method uses
-    cosine similarity). No negatives: last_stats "tau_neg" is NaN.
+    which alone trains phi. phi sees the normalised p and z (z = normalize(g(h)) where the method uses cosine
+    similarity). No negatives: last_stats "tau_neg" is NaN.
     """
 
     FORMS = SIAMESE

@@ -3,11 +3,11 @@
 The saved table (benchmarks/results/amcl_study.json) has every variant on Fashion-MNIST; on digits (where every
 setting lands within about two points of 96%) the SimCLR variants only, and the other methods' smoke check.
 
-    python benchmarks/amcl_study.py --out runs/amcl_study                   # everything (hours on 2 cores)
-    python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits --seeds 0 --variants simclr_t0.2
-    python benchmarks/amcl_study.py --out runs/amcl_study --datasets digits --seeds 0 \
+    python -m benchmarks.studies.amcl_study --out runs/amcl_study                   # everything (hours on 2 cores)
+    python -m benchmarks.studies.amcl_study --out runs/amcl_study --datasets digits --seeds 0 --variants simclr_t0.2
+    python -m benchmarks.studies.amcl_study --out runs/amcl_study --datasets digits --seeds 0 \
         --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero      # the other methods' smoke check
-    python benchmarks/amcl_study.py --report benchmarks/results/amcl_study.json   # the table again, no training
+    python -m benchmarks.studies.amcl_study --report benchmarks/results/amcl_study.json   # the table, no training
 
 Budget (every variant): the CPU quickstart recipe, rn_configs/digits_quickstart.yaml: ResNet-18 (ImageNet stem)
 on 24 px views, 20 epochs of batch 128, SGD lr 0.15 (3 warm-up epochs, cosine), weight decay 5e-4, fp32 on the
@@ -33,7 +33,8 @@ import tarfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT
+
 RESULTS = ROOT / "benchmarks" / "results" / "amcl_study.json"
 FASHION_CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle_boot"]
@@ -49,7 +50,7 @@ VARIANTS = {
     "simclr_t0.5": ("SimCLR, C=1, tau=0.5", [*SIMCLR, "--model.amcl=0", "--model.heads=1", "--loss.temperature=0.5"]),
     "multihead_t0.2": ("SimCLR, C=3 heads, fixed tau=0.2 (AMCL off)",
                        [*SIMCLR, "--model.amcl=0", "--model.heads=3", "--loss.temperature=0.2"]),
-    "amcl_ref": ("AMCL ref, C=3, tau in [0.2, 2] (the reference form as the old quickstart shipped it)",
+    "amcl_ref": ("AMCL ref, C=3, tau in [0.2, 2] (the reference form with its temperatures kept at 0.2 or above)",
                  [*SIMCLR, "--model.amcl=1", "--model.heads=3", "--loss.amcl_form=ref", "--loss.tau_min=0.2",
                   "--loss.tau_max=2"]),
     "amcl_hetero_c1": ("AMCL hetero, C=1", [*SIMCLR, "--model.amcl=1", "--model.heads=1", "--loss.amcl_form=hetero"]),
@@ -261,7 +262,7 @@ def paired(a: dict, b: dict, note: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.amcl_study", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/amcl_study", help="folder for the data and the runs")
     ap.add_argument("--datasets", default="digits,fashion")
     ap.add_argument("--seeds", default="0,1,2")
@@ -289,7 +290,8 @@ def main() -> int:
     # the table covers every finished run under OUT (earlier invocations too), in VARIANTS order
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/seed*/result.json"))]
     rows = summarise(sorted(results, key=lambda r: r["seed"]))
-    Path(a.json).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))
+    command = " ".join(["python -m benchmarks.studies.amcl_study", *sys.argv[1:]])
+    Path(a.json).write_text(json.dumps({"command": command, "rows": rows}, indent=1))
     print(table(rows))
     return 0
 

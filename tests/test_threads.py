@@ -1,0 +1,118 @@
+"""One place decides torch's CPU threads (training.threads): the loader's worker count never changes them, and so
+never changes the weights."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ffcv_amcl import machine
+from tests.train_helpers import REPO, digits_betons
+
+QUICKSTART = REPO / "rn_configs" / "digits_quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def quickstart_betons(tmp_path_factory):
+    """The quickstart's two digits .beton files, written by write_datasets.py as scripts/quickstart.sh does."""
+    folder = tmp_path_factory.mktemp("quickstart")
+    out = []
+    for split in ("train", "test"):
+        path = folder / f"digits_{split}.beton"
+        subprocess.run([sys.executable, "write_datasets.py", "--cfg.dataset=digits", f"--cfg.split={split}",
+                        f"--cfg.write_path={path}", "--cfg.write_mode=raw", "--cfg.num_workers=1"],
+                       cwd=REPO, check=True, capture_output=True, timeout=300)
+        out.append(str(path))
+    return out
+
+
+def test_worker_count_leaves_the_weights_bit_identical(quickstart_betons, tmp_path):
+    """Same seed, 2 epochs of the quickstart config with 1 and with 2 loader threads (kNN, online probe and
+    their loaders included): the same weights, bit for bit."""
+    pytest.importorskip("yaml")  # the quickstart config is YAML
+    from ffcv_amcl.checkpoint import load_checkpoint
+    from ffcv_amcl.train import run
+
+    train, test = quickstart_betons
+    weights = {}
+    for workers in (1, 2):
+        out = run(["--config-file", str(QUICKSTART), f"--data.train_dataset={train}", f"--data.val_dataset={test}",
+                   f"--data.num_workers={workers}", "--training.epochs=2", "--training.resume=none",
+                   f"--logging.folder={tmp_path / str(workers)}"])
+        weights[workers] = load_checkpoint(out["checkpoint"])["model"]
+    assert weights[1].keys() == weights[2].keys()
+    differ = [k for k in weights[1] if not torch.equal(weights[1][k], weights[2][k])]
+    assert not differ, f"{len(differ)} of {len(weights[1])} tensors differ, e.g. {differ[:3]}"
+
+
+def test_training_threads_is_what_torch_runs_with(tmp_path):
+    """--training.threads reaches torch and stays through the loaders' epochs (the trainer sets it once)."""
+    from ffcv_amcl.train import run
+    from tests.train_helpers import tiny_args
+
+    train, val = digits_betons(str(tmp_path), 64, 40)
+    seen = []
+    real = torch.Tensor.backward
+
+    def noting_backward(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    torch.set_num_threads(2)
+    try:
+        torch.Tensor.backward = noting_backward
+        run(tiny_args(train, tmp_path / "run", "--training.threads=1", "--data.num_workers=2", "--training.epochs=2",
+                      "--eval.knn_every=1", val=val))
+    finally:
+        torch.Tensor.backward = real
+    assert seen and set(seen) == {1}, seen
+    assert torch.get_num_threads() == 1
+
+
+def test_our_loaders_keep_torch_threads_and_ffcv_keeps_its_loader(tmp_path):
+    """Building and iterating the package's loaders leaves torch's thread count alone, and FFCV's own Loader
+    still runs FFCV's own epoch iterator (importing the package changes nothing in FFCV)."""
+    from ffcv.fields.basics import IntDecoder
+    from ffcv.fields.rgb_image import SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.loader.epoch_iterator import EpochIterator
+
+    from ffcv_amcl.data.loader import make_eval_loader, make_ssl_loader
+
+    train, _ = digits_betons(str(tmp_path), 64, 40)
+    torch.set_num_threads(3)
+    loaders = [make_ssl_loader(train, 16, num_workers=1), make_eval_loader(train, 16, num_workers=2)]
+    assert torch.get_num_threads() == 3
+    for loader in loaders:
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            for _ in loader:
+                assert torch.get_num_threads() == 3
+    plain = Loader(train, batch_size=16, num_workers=1, order=OrderOption.SEQUENTIAL,
+                   pipelines={"image": [SimpleRGBImageDecoder()], "label": [IntDecoder()]})
+    batches = iter(plain)
+    assert type(batches) is EpochIterator
+    list(batches)
+    torch.set_num_threads(machine.torch_threads())
+
+
+def test_importing_the_package_changes_nothing_in_ffcv():
+    code = ("import ffcv.loader.loader as L; E = L.EpochIterator; import ffcv_amcl.data.loader; "
+            "import ffcv_amcl.train, ffcv_amcl.profile, ffcv_amcl.eval; assert L.EpochIterator is E")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_default_threads_follow_omp_num_threads_else_the_usable_cores(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert machine.torch_threads(0) == cores and machine.torch_threads(3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores + 1))          # torchrun's processes share the cores
+    assert machine.torch_threads(0) == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")                      # what the user (or torchrun) asked for
+    assert machine.torch_threads(0) == 5 and machine.torch_threads(2) == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert machine.torch_threads(0) == cores
