@@ -24,7 +24,7 @@ from fastargs import Config, Param, Section
 from fastargs.dict_utils import expand_keys, fix_dict
 from fastargs.validation import Checker
 
-from ffcv_amcl.data.augment.recipe import LOCAL_SIZE_RULE, default_local_size
+from ffcv_amcl.data.augment.recipe import BLUR_P, LOCAL_SCALE, LOCAL_SIZE_RULE, SOLARIZE_P, default_local_size
 from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
 from ffcv_amcl.evaluation.splits import check_evaluation_splits
 from ffcv_amcl.errors import ArgumentParser, UserError, check
@@ -140,6 +140,11 @@ class ViewProbabilities(Pair):
         return "two probabilities a,b in [0, 1] (view a, view b)"
 
 
+def _text(pair) -> str:
+    """(0.05, 0.4) -> '0.05,0.4': a pair default as the command line writes it."""
+    return ",".join(f"{v:g}" for v in pair)
+
+
 def integer(default, low=None, high=None, desc=""):
     return Param(Number(int, low, high), desc, default=default)
 
@@ -178,10 +183,11 @@ SPEC = {
         local_crops=integer(0, 0, desc="local views per image (multi-crop: 2 global + N local views from one decode; "
                                        "they take view b's augmentations; 0 = the two global views only)"),
         local_size=integer(0, 0, desc=f"side of the local views, px (0 = {LOCAL_SIZE_RULE})"),
-        local_scale=Param(Pair(), "random-resized-crop scale range of the local views", default="0.05,0.4"),
-        blur_p=Param(ViewProbabilities(), "blur probability (letter b) of view a, view b", default="0.5,0.5"),
-        solarize_p=Param(ViewProbabilities(), "solarization probability (letter f) of view a, view b",
-                         default="0,0.2"),
+        local_scale=Param(Pair(), "random-resized-crop scale range of the local views", default=_text(LOCAL_SCALE)),
+        blur_p=Param(ViewProbabilities(), "blur probability (letter b) of view a, view b (BYOL's)",
+                     default=_text(BLUR_P)),
+        solarize_p=Param(ViewProbabilities(), "solarization probability (letter f) of view a, view b (BYOL's)",
+                         default=_text(SOLARIZE_P)),
         color_strength=number(0.5, 0, desc="colour-distortion strength s"),
         order=choice("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
     )),

@@ -24,7 +24,7 @@ from ffcv_amcl.data.beton import REWRITE, validate_beton
 from ffcv_amcl.data.meta import read_meta
 from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, MultiViewDecoder, RandomBlur, RandomFlip,
                                     RandomGrayscale, RandomSolarize, ViewLayout, ViewRecipe, view_letters)
-from ffcv_amcl.data.augment.recipe import GLOBAL_VIEWS
+from ffcv_amcl.data.augment.recipe import BLUR_P, GLOBAL_VIEWS, LOCAL_SCALE, SOLARIZE_P
 
 _ORDERS = ("random", "quasi_random", "sequential")
 
@@ -261,7 +261,7 @@ def view_options(data) -> dict:
 def make_ssl_loader(path, batch_size, *, augs="default", image_size=32, num_workers=-1,
                     device="cpu", distributed=False, seed=0, color_strength=0.5, drop_last=True,
                     crop_scale=(0.08, 1.0), augs_b=None, order="random", local_crops=0, local_size=0,
-                    local_scale=(0.05, 0.4), blur_p=(0.5, 0.5), solarize_p=(0.0, 0.2)):
+                    local_scale=LOCAL_SCALE, blur_p=BLUR_P, solarize_p=SOLARIZE_P):
     """Two-view (or multi-crop) SSL loader over an FFCV .beton.
 
     augs / augs_b: the augmentation letters or names (ffcv_amcl.data.augment.spec) of view a / view b

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ffcv_amcl.data.augment.recipe import LOCAL_SIZE_RULE
+from ffcv_amcl.data.augment.recipe import BLUR_P, LOCAL_SCALE, LOCAL_SIZE_RULE, SOLARIZE_P
 from ffcv_amcl.data.augment.spec import AUGS_HELP
 from ffcv_amcl.errors import ArgumentParser, UserError, check_output_file, cli
 
@@ -104,9 +104,9 @@ def main(argv=None):
     parser.add_argument("--crop-scale", type=_pair, default=(0.08, 1.0), help="global views' crop scale lo,hi")
     parser.add_argument("--local-crops", type=int, default=0, help="local views per image (multi-crop)")
     parser.add_argument("--local-size", type=int, default=0, help=f"side of the local views (0 = {LOCAL_SIZE_RULE})")
-    parser.add_argument("--local-scale", type=_pair, default=(0.05, 0.4), help="local views' crop scale lo,hi")
-    parser.add_argument("--blur-p", type=_pair, default=(0.5, 0.5), help="blur probability of views a,b (letter b)")
-    parser.add_argument("--solarize-p", type=_pair, default=(0.0, 0.2),
+    parser.add_argument("--local-scale", type=_pair, default=LOCAL_SCALE, help="local views' crop scale lo,hi")
+    parser.add_argument("--blur-p", type=_pair, default=BLUR_P, help="blur probability of views a,b (letter b)")
+    parser.add_argument("--solarize-p", type=_pair, default=SOLARIZE_P,
                         help="solarization probability of views a,b (letter f)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epoch", type=int, default=0)

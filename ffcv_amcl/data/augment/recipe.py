@@ -17,6 +17,9 @@ from ffcv_amcl.errors import check
 from .layout import ViewLayout
 
 GLOBAL_VIEWS = 2
+LOCAL_SCALE = (0.05, 0.4)      # DINO's and SwAV's local crops
+BLUR_P = (1.0, 0.1)            # BYOL's: blur always on view a, rarely on view b
+SOLARIZE_P = (0.0, 0.2)        # BYOL's: solarize view b only
 LOCAL_SIZE_RULE = "3/7 of the global side rounded to a multiple of 8: 96 px at 224, 16 px at 32"
 
 
@@ -56,10 +59,10 @@ class ViewRecipe:
     crop_scale: tuple = (0.08, 1.0)
     local_crops: int = 0
     local_size: int = 0
-    local_scale: tuple = (0.05, 0.4)
+    local_scale: tuple = LOCAL_SCALE
     color_strength: float = 0.5
-    blur_p: tuple = (0.5, 0.5)
-    solarize_p: tuple = (0.0, 0.2)
+    blur_p: tuple = BLUR_P
+    solarize_p: tuple = SOLARIZE_P
 
     def __post_init__(self):
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)

@@ -10,8 +10,9 @@
 Names: `default` = `acde` (the reference's CIFAR setting, blur off at 32 px); `color` (or `colour`) = `cd` (the
 two colour families alone, on the full image); `all` = `abcdef`; `none` or "" = no augmentation. Otherwise any
 subset of the letters, in any order. View b's string (`data.augs_b`, `--augs-b`) left empty means "the same as
-view a". The local views of multi-crop take view b's letters (recipe.py). `view_letters` is the one reader of these strings: every command that takes them (train, profile, plots,
-preview) goes through it, so a string means the same to all of them.
+view a". The local views of multi-crop take view b's letters (recipe.py). `view_letters` is the one reader of
+these strings: every command that takes them (train, profile, plots, preview) goes through it, so a string means
+the same to all of them.
 """
 from __future__ import annotations
 
