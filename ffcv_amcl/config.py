@@ -171,8 +171,9 @@ SPEC = {
     "data": ("Data", dict(
         train_dataset=Param(Text(), "training .beton (write_datasets.py)", required=True),
         val_dataset=text("", "held-out labelled .beton for the kNN monitor and the online probe ('' = neither)"),
-        eval_train_dataset=text("", "labelled .beton of the kNN monitor's training split ('' = data.train_dataset; "
-                                    "set it when the training set is unlabelled, write_datasets.py --cfg.labels=none)"),
+        eval_train_dataset=text("", "labelled .beton the kNN monitor and eval's kNN and linear probe train on ('' = "
+                                    "data.train_dataset; set it when the training set is unlabelled, "
+                                    "write_datasets.py --cfg.labels=none)"),
         num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core); torch's own threads are "
                                         "training.threads"),
         image_size=integer(32, 8, desc="side of the augmented views, px"),

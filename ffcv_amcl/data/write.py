@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ffcv_amcl.atomic import atomic_path
-from ffcv_amcl.data.labels import UNLABELLED
+from ffcv_amcl.data.labels import bounds_text, label_bounds
 from ffcv_amcl.data.meta import write_meta
 from ffcv_amcl.data.pixels import to_rgb8
 from ffcv_amcl.data.supervise import Supervisor
@@ -73,20 +73,11 @@ def _as_rgb(image, i: int) -> np.ndarray:
     return image
 
 
-def label_bounds(meta: dict) -> tuple[int, int]:
-    """[lo, hi) of the labels a sidecar allows: [0, num_classes) (unbounded above without a class count), or
-    UNLABELLED alone for an unlabelled set (meta "labelled": false)."""
-    if meta.get("labelled", True) is False:
-        return UNLABELLED, UNLABELLED + 1
-    num_classes = meta.get("num_classes")
-    return 0, num_classes if num_classes is not None else np.iinfo(np.int64).max
-
-
 def _label(label, i: int, bounds: tuple[int, int]) -> int:
     if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
         raise UserError(f"sample {i}: label {label!r} is not an integer class index")
     if not bounds[0] <= label < bounds[1]:
-        raise UserError(f"sample {i}: label {label} is out of range [{bounds[0]}, {bounds[1]}): "
+        raise UserError(f"sample {i}: label {label} is out of range {bounds_text(bounds)}: "
                         f"fix the labels or the class count")
     return int(label)
 
@@ -272,8 +263,8 @@ def _check_source(path: Path, dataset, num_classes, bounds: tuple[int, int]) -> 
               f"labels must be {n} integers, got {labels.dtype} {labels.shape}")
         out = np.flatnonzero((labels < bounds[0]) | (labels >= bounds[1]))
         if len(out):
-            raise UserError(f"label {labels[out[0]]} of sample {out[0]} is out of range [{bounds[0]}, "
-                            f"{bounds[1]}): fix the labels or the class count")
+            raise UserError(f"label {labels[out[0]]} of sample {out[0]} is out of range {bounds_text(bounds)}: "
+                            f"fix the labels or the class count")
     return n
 
 
