@@ -31,9 +31,9 @@ from ffcv_amcl.atomic import atomic_path
 BENCHMARKS = {
     "losses": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                ["-m", "benchmarks.losses", "--device", "{device}"]),
-    "loader-cifar": ("Two-view loader vs torchvision DataLoader + PIL, 32x32",
+    "loader-cifar": ("Two-view and multi-crop loader vs torchvision DataLoader + PIL, 32x32",
                      ["-m", "benchmarks.loader", "--size", "cifar"]),
-    "loader-imagenet": ("Two-view loader vs torchvision ImageFolder + PIL, ImageNet-size JPEGs",
+    "loader-imagenet": ("Two-view and multi-crop loader vs torchvision ImageFolder + PIL, ImageNet-size JPEGs",
                         ["-m", "benchmarks.loader", "--size", "imagenet"]),
     "train-step": ("Full training step: this project vs a re-creation of the reference step",
                    ["-m", "benchmarks.train_step", "--device", "{device}"]),

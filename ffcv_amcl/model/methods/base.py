@@ -42,6 +42,7 @@ class SSLModel(nn.Module):
     method = "?"
     options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
     amcl_kind = "contrastive"       # the kind of AMCL loss the method uses (losses/amcl/factory.py)
+    local_views = False             # whether forward takes the multi-crop views: model(a, b, local_views=...)
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
@@ -80,6 +81,8 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
+        check(not cfg.data.local_crops or cls.local_views,
+              f"model.method={cls.method} trains on the two global views only: set --data.local_crops=0")
         forms = forms_of(cls.amcl_kind)
         check(not cfg.model.amcl or l.amcl_form in forms,
               f"loss.amcl_form={l.amcl_form} needs negatives, which {cls.method} has none of: use one of "
