@@ -10,6 +10,7 @@ run saved a checkpoint; the same command continues).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
 import shutil
@@ -72,6 +73,11 @@ def load_plan(a, out: Path):
     check(bool(a.plan) or (out / PLAN_COPY).is_file(), f"--report without a plan reads {out / PLAN_COPY}, which is "
                                                        f"not there: give the plan, or --out a comparison's folder")
     plan = read_plan(path)
+    if not a.plan:                 # DIR's copy: name the plan as the runs' table did
+        import json
+        saved = out / table.JSON_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            plan.path = str(json.loads(saved.read_text())["plan"])
     if a.seeds:
         plan.seeds = int_list(a.seeds, "--seeds")
     return plan
@@ -99,16 +105,20 @@ def machine_line(a, slots: list[Slot]) -> str:
     if a.executor == "submitit":
         return f"submitit {a.submitit_cluster} jobs" + (f" (partition {a.slurm_partition})" if a.slurm_partition
                                                          else "")
-    device = "cuda" if any(s.gpus for s in slots) else "cpu"
-    return machine.one_line(machine.describe(device)) + f", {len(slots)} run(s) at once"
+    info = machine.describe("cuda" if any(s.gpus for s in slots) else "cpu")
+    info["torch_threads"] = slots[0].threads            # each run's, not this process's
+    return machine.one_line(info) + f" per run, {len(slots)} run(s) at once"
 
 
 def report(plan, out: Path, a, argv, slots) -> dict:
     """Gather every run of the plan from DIR, write table.md, results.csv, results.json and the figures."""
     specs = table_runs(plan, out, a.gpus_per_run)
-    results = table.build(plan, specs, [run_result(s, plan.metric) for s in specs],
-                          command=" ".join(["python -m ffcv_amcl.compare", *map(shlex.quote, argv)]),
-                          machine=machine_line(a, slots), date=time.strftime("%Y-%m-%d"))
+    meta = {"command": shlex.join(["python", "-m", "ffcv_amcl.compare", *argv]),
+            "plan_command": shlex.join(["python", "-m", "ffcv_amcl.compare", plan.path, "--out", a.out]
+                                       + (["--seeds", a.seeds] if a.seeds else [])),
+            "machine": machine_line(a, slots), "device": "cuda" if any(s.gpus for s in slots) else "cpu",
+            "date": time.strftime("%Y-%m-%d")}
+    results = table.build(plan, specs, [run_result(s, plan.metric) for s in specs], meta)
     text = table.write_tables(out, results)
     written = figures.write_figures(results, out)
     print(text, end="", flush=True)

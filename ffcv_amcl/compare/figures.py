@@ -43,7 +43,7 @@ def series(rows: list[dict]) -> tuple[list[str], dict]:
 
 def draw_means(ax, rows: list[dict], value, spread, ylabel: str) -> None:
     labels, lines = series(rows)
-    width = 0.8 / max(len(lines), 1)
+    width = min(0.15, 0.8 / max(len(lines), 1))          # side by side at a point, so error bars do not overlap
     for i, (name, part) in enumerate(lines.items()):
         x = [labels.index(r["point"] if name else r["arm"]) + (i - (len(lines) - 1) / 2) * width for r in part]
         y = [value(r) if value(r) is not None else np.nan for r in part]
@@ -51,6 +51,7 @@ def draw_means(ax, rows: list[dict], value, spread, ylabel: str) -> None:
         ax.errorbar(x, y, yerr=err, fmt="o-" if name and len(part) > 1 else "o", capsize=3, label=name or None)
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, ha="right" if len(labels) > 3
                   else "center", fontsize=8)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if any(lines):
@@ -81,6 +82,7 @@ def compare_figure(results: dict, out: Path) -> Path | None:
 def curves_figure(results: dict, out: Path) -> Path | None:
     """The metric over epochs per (dataset, point): per variant the mean over seeds and the min-max band."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in results["runs"] if r["curve"]]
     if not runs:
@@ -90,8 +92,8 @@ def curves_figure(results: dict, out: Path) -> Path | None:
         panels.setdefault((r["dataset"], r["point"] if r["variant"] is not None else None), {}) \
               .setdefault(r["variant"] if r["variant"] is not None else r["arm"], []).append(r["curve"])
     cols = min(3, len(panels))
-    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5.5 * cols, 3.8 * math.ceil(len(panels) / cols)),
-                             squeeze=False)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
     for ax, ((dataset, point), lines) in zip(axes.flat, panels.items()):
         for name, curves in lines.items():
             epochs = sorted({e for c in curves for e, _ in c})
@@ -102,6 +104,7 @@ def curves_figure(results: dict, out: Path) -> Path | None:
             ax.plot(epochs, mean, marker="o" if len(epochs) < 30 else None, label=name)
             ax.fill_between(epochs, low, high, alpha=0.2)
         ax.set(title=dataset + (f", {point}" if point else ""), xlabel="epoch", ylabel=results["metric"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:

@@ -32,7 +32,8 @@ from ffcv_amcl.errors import UserError, check
 PLAN_KEYS = ("base", "set", "datasets", "seeds", "metric", "baseline", "variants", "grid")
 DATASET_KEYS = ("train", "val", "set")
 DATA_FILES = {"train": "data.train_dataset", "val": "data.val_dataset"}
-OWNED = {"training.seed": "the plan's `seeds` (or --seeds)", "logging.folder": "the command (OUT/<dataset>/<variant>/seed<k>)",
+OWNED = {"training.seed": "the plan's `seeds` (or --seeds)",
+         "logging.folder": "the command (OUT/<dataset>/<variant>/seed<k>)",
          "training.resume": "the command (auto: a run resumes where it stopped)",
          "training.overwrite": "the command (a run folder is never deleted)"}
 DEFAULT_METRIC = "knn_top1"

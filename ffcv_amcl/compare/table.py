@@ -74,15 +74,16 @@ def compare_rows(rows: list[dict], baseline, higher: bool) -> None:
             row["paired"] = asdict(paired) if paired else None
 
 
-def build(plan, specs: list, results: list[RunResult], *, command: str, machine: str, date: str) -> dict:
-    """results.json's content: the plan's metric, the rows (with their comparisons) and every run's result."""
+def build(plan, specs: list, results: list[RunResult], meta: dict) -> dict:
+    """results.json's content: `meta` (command, plan_command, machine, device, date), the plan's metric, the rows
+    (with their comparisons) and every run's result."""
     by_arm: dict = {}
     for spec, result in zip(specs, results):
         by_arm.setdefault((spec.dataset, spec.arm.name), (spec, []))[1].append(result)
     rows = [arm_row(runs, spec) for spec, runs in by_arm.values() if any(r.status != NOT_RUN for r in runs)]
     higher = higher_is_better(plan.metric)
     compare_rows(rows, plan.baseline, higher)
-    return {"plan": plan.path, "command": command, "machine": machine, "date": date, "metric": plan.metric,
+    return {"plan": plan.path, **meta, "metric": plan.metric,
             "higher_is_better": higher, "seeds": plan.seeds, "rows": rows, "runs": [asdict(r) for r in results],
             "not_run": sum(r.status == NOT_RUN for r in results)}
 
@@ -127,10 +128,11 @@ def render(results: dict) -> str:
             diff, verdict = comparison_cells(r)
             flag = f" (collapsed: seed {', '.join(map(str, r['collapsed_seeds']))})" if r["collapsed_seeds"] else ""
             label = r["variant"] if r["variant"] is not None else r["arm"]
-            lines.append(f"| {label}{flag} | {num(r['mean'])} ± {num(r['std'])} | {r['n']} | {num(r['minutes'], '.1f')} "
-                         f"| {num(r['images_per_s'], '.0f')} | {num(r['overlap'])} | {health_cell(r['health'])} "
-                         f"| {diff} | {verdict} |")
-        lines += [""] + [f"- {r['arm']} seed {f['seed']} {f['status']}: {f['error']}" for r in rows for f in r["failed"]]
+            lines.append(f"| {label}{flag} | {num(r['mean'])} ± {num(r['std'])} | {r['n']} "
+                         f"| {num(r['minutes'], '.1f')} | {num(r['images_per_s'], '.0f')} | {num(r['overlap'])} "
+                         f"| {health_cell(r['health'])} | {diff} | {verdict} |")
+        lines += [""] + [f"- {r['arm']} seed {f['seed']} {f['status']}: {f['error']}"
+                         for r in rows for f in r["failed"]]
         lines += [""] if any(r["failed"] for r in rows) else []
     if results["not_run"]:
         lines += [f"{results['not_run']} planned run(s) have not run yet.", ""]

@@ -44,6 +44,13 @@ def histogram(s: torch.Tensor) -> torch.Tensor:
     return idx.new_zeros(C * BINS).index_add_(0, idx, torch.ones_like(idx)).view(C, BINS)
 
 
+def overlap_coefficient(counts_a: torch.Tensor, counts_b: torch.Tensor) -> torch.Tensor:
+    """sum_k min(p_a, p_b) of two histograms along the last axis, each normalised to sum 1 (an empty one to 0)."""
+    p_a = counts_a.double() / counts_a.double().sum(-1, keepdim=True).clamp(min=1)
+    p_b = counts_b.double() / counts_b.double().sum(-1, keepdim=True).clamp(min=1)
+    return torch.minimum(p_a, p_b).sum(-1)
+
+
 class Separation:
     """Per-head histograms of the epoch's positive and negative similarities, and the positives below 0.5."""
 
@@ -73,9 +80,7 @@ class Separation:
         if not self.totals:
             return {}
         t = {key: reducer(value).double().cpu() for key, value in self.totals.items()}
-        p_pos = t["pos"] / t["pos"].sum(1, keepdim=True).clamp(min=1)
-        p_neg = t["neg"] / t["neg"].sum(1, keepdim=True).clamp(min=1)
-        overlap = torch.minimum(p_pos, p_neg).sum(1)
+        overlap = overlap_coefficient(t["pos"], t["neg"])
         below = t["below"] / t["pos"].sum(1).clamp(min=1)
         out = {}
         for c in range(overlap.shape[0]):
