@@ -217,9 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.dry_run:
         dry_run(specs, slots, nproc_of, slot_of, a)
         return 0
+    if a.report:                   # no lock: the table may be written while the runs go on
+        check(out.is_dir(), f"--report: {out} holds no comparison: give the --out of one")
+        report(plan, out, a, argv, slots)
+        return 0
     lock = prepare_out(out, plan.path)
     try:
-        outcomes, signal_exit = ({}, None) if a.report else execute(specs, out, a, slots, nproc_of, slot_of)
+        outcomes, signal_exit = execute(specs, out, a, slots, nproc_of, slot_of)
         report(plan, out, a, argv, slots)
     finally:
         lock.close()

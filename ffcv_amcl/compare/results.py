@@ -62,11 +62,11 @@ def run_result(spec, metric: str) -> RunResult:
     outcome = read_outcome(spec.folder)
     if outcome is None:
         return base
-    state = run_state(spec)
-    base.status = "changed" if state == "changed" else outcome.get("status", NOT_RUN)
-    base.error = outcome.get("error", "")
+    base.status, base.error = outcome.get("status", NOT_RUN), outcome.get("error", "")
     base.minutes = outcome.get("seconds", 0.0) / 60
-    if outcome.get("status") != FINISHED:
+    if base.status == FINISHED and run_state(spec) == "changed":
+        base.status, base.error = "changed", "finished under other settings than the plan's: not counted"
+    if base.status != FINISHED:
         return base
     records = read_metrics(spec.folder)
     if not records:
