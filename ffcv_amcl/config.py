@@ -335,7 +335,18 @@ def read_config_file(path: str) -> dict:
     if tree is None:
         return {}
     check(isinstance(tree, dict), f"config file {path} must map sections to settings (section: {{param: value}})")
+    return flatten_settings(tree)
+
+
+def flatten_settings(tree: dict) -> dict:
+    """Flat {section.param: value} of settings given as sections ({section: {param: value}}), dotted keys
+    ({section.param: value}) or both, as a config file holds them."""
     return _flatten(fix_dict(expand_keys(tree)))
+
+
+def setting_names() -> list[str]:
+    """Every setting's `section.param` name, in declaration order."""
+    return [f"{section}.{name}" for section, (_, params) in SPEC.items() for name in params]
 
 
 def method_defaults_help(key: str) -> str:

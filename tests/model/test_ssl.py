@@ -23,7 +23,7 @@ def views(n=8, seed=0):
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("amcl", [0, 1])
-def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
+def test_each_method_returns_a_scalar_loss_head_stats_and_its_projections(method, amcl):
     torch.manual_seed(0)
     model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
     out = model(*views()); loss, stats = out.loss, out.stats
@@ -31,6 +31,10 @@ def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
     assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
     for v in stats.values():
         assert v.shape == (2,) and not v.requires_grad
+    with torch.no_grad():                      # the online projections of [views a; views b], as the monitors read
+        expected = model.project(torch.cat(views()))
+    assert out.projections.shape == (2, 16, 16) and not out.projections.requires_grad
+    assert torch.allclose(out.projections, expected, atol=1e-5)
 
 
 def test_byol_target_gets_no_gradient_and_follows_the_cosine_momentum():

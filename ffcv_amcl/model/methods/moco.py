@@ -90,4 +90,5 @@ class MoCo(SSLModel):
         k = self._keys(keys)
         loss = self.objective(q, k, queue, self.mixing(q, queue, step=self.step, epoch=self.epoch))
         self._enqueue(k)
-        return self.output(loss, h)
+        # one-way (ASCL): views b are only keys, so their projections are the momentum encoder's
+        return self.output(loss, h, q if q.shape[1] == 2 * view_a.shape[0] else torch.cat([q, k], dim=1))

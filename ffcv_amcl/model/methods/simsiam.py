@@ -39,7 +39,7 @@ class SimSiam(SSLModel):
         t = self.targets(x, z)
         pa, pb, ta, tb = p[:, :B], p[:, B:], t[:, :B], t[:, B:]
         loss = self.criterion(pa, pb, ta, tb) if self.amcl else self.classic_loss(pa, pb, ta, tb)
-        return self.output(loss, h)
+        return self.output(loss, h, z)
 
     def classic_loss(self, pa, pb, ta, tb):
         return negative_cosine(pa, pb, ta, tb, validate=False)
