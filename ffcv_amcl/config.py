@@ -213,6 +213,9 @@ SPEC = {
         momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine "
                                          "to 1)"),
         barlow_lambda=number(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
+        vicreg_sim=number(25.0, 0, desc="VICReg invariance (mean squared error) weight"),
+        vicreg_var=number(25.0, 0, desc="VICReg variance (std hinge) weight"),
+        vicreg_cov=number(1.0, 0, desc="VICReg covariance (off-diagonal) weight"),
         mochi_n_hard=integer(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
         mochi_s1=integer(16, desc="MoCHi: negative-negative mixes per query"),
         mochi_s2=integer(16, desc="MoCHi: query-negative mixes per query"),

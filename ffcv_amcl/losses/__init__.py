@@ -7,6 +7,8 @@ from ffcv_amcl.losses.mochi import mix_hard_negatives
 from ffcv_amcl.losses.moco import info_nce_queue
 from ffcv_amcl.losses.ntxent import nt_xent
 from ffcv_amcl.losses.simsiam import negative_cosine
+from ffcv_amcl.losses.vicreg import vicreg_loss
 
 __all__ = ["AMCLContrastive", "AMCLSimSiam", "AMCLBarlowTwins", "nt_xent", "info_nce_queue", "negative_cosine",
-           "barlow_twins", "byol_loss", "mix_hard_negatives", "ascl_loss"]
+           "barlow_twins", "byol_loss", "mix_hard_negatives", "ascl_loss",
+           "vicreg_loss"]

@@ -116,3 +116,27 @@ class MultiHeadPredictor(nn.Module):
             raise UserError(f"MultiHeadPredictor: input has shape {tuple(z.shape)} but must be "
                             f"(heads={self.heads}, N, dim={self.dim}); pass the projector's output")
         return self.fc2(torch.relu(self.bn1(self.fc1(z))))
+
+
+class MultiHeadExpander(nn.Module):
+    """VICReg's expander per head: (Linear-BN-ReLU) x (layers - 1), then a Linear without bias; (N, F) -> (C, N, D).
+    The hidden linears have no bias (a BN follows)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, heads: int, layers: int = 3):
+        super().__init__()
+        owner = "MultiHeadExpander"
+        self.in_dim = _check_int(owner, "in_dim", in_dim)
+        self.heads = _check_int(owner, "heads", heads)
+        sizes = [in_dim] + [_check_int(owner, "hidden_dim", hidden_dim)] * (_check_int(owner, "layers", layers) - 1)
+        self.hidden = nn.ModuleList(StackedLinear(heads, a, b, bias=False) for a, b in zip(sizes, sizes[1:]))
+        self.norms = nn.ModuleList(StackedBatchNorm(heads, b) for b in sizes[1:])
+        self.last = StackedLinear(heads, sizes[-1], _check_int(owner, "out_dim", out_dim), bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() != 2 or h.shape[1] != self.in_dim:
+            raise UserError(f"MultiHeadExpander: input has shape {tuple(h.shape)} but must be (N, {self.in_dim}); "
+                            f"build the expander with in_dim={h.shape[-1]}")
+        x = h
+        for linear, norm in zip(self.hidden, self.norms):
+            x = torch.relu(norm(linear(x)))
+        return self.last(x)

@@ -335,3 +335,29 @@ def hetero_barlow(za, zb, params, lambd, tau_min, tau_max, d):
                 weight = 1.0 if l == m else lambd
                 total = total + weight * r / t.detach() + nll(r.detach(), t, d)
     return total
+
+
+def vicreg(za, zb, sim_weight, var_weight, cov_weight, eps):
+    """VICReg (Bardes et al. 2022, Eqs. 1-6 with the authors' 1/2 on the variance term), one head at a time."""
+    C, B, D = za.shape
+
+    def mean(z, d):
+        return sum(z[b, d] for b in range(B)) / B
+
+    def cov(z, i, j):
+        mi, mj = mean(z, i), mean(z, j)
+        return sum((z[b, i] - mi) * (z[b, j] - mj) for b in range(B)) / (B - 1)
+
+    def variance(z):
+        return sum(torch.relu(1 - torch.sqrt(cov(z, d, d) + eps)) for d in range(D)) / D
+
+    def covariance(z):
+        return sum(cov(z, i, j) ** 2 for i in range(D) for j in range(D) if i != j) / D
+
+    total = 0.0
+    for c in range(C):
+        a, b = za[c], zb[c]
+        invariance = sum((a[n, d] - b[n, d]) ** 2 for n in range(B) for d in range(D)) / (B * D)
+        total = total + (sim_weight * invariance + var_weight * (variance(a) + variance(b)) / 2
+                         + cov_weight * (covariance(a) + covariance(b)))
+    return total

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ffcv_amcl.config import parse_config
+from ffcv_amcl.errors import UserError
 from ffcv_amcl.model.ssl import METHODS, build_model
 
 
@@ -21,8 +22,10 @@ def views(n=8, seed=0):
             torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("amcl", [0, 1])
+WITH_AMCL = [(m, a) for m in sorted(METHODS) for a in (0, 1) if not a or METHODS[m].amcl_kind is not None]
+
+
+@pytest.mark.parametrize("method,amcl", WITH_AMCL)
 def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
     torch.manual_seed(0)
     model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
@@ -115,3 +118,17 @@ def test_moco_composes_ascl_with_amcl():
     assert any(p.grad is not None for p in model.backbone.parameters())
     assert all(p.grad is None for p in model.key_backbone.parameters())
     assert int(model.queue_ptr) == 8
+
+
+def test_vicreg_loss_is_that_of_its_expander_outputs_and_refuses_amcl():
+    from ffcv_amcl.losses import vicreg_loss
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=vicreg", "--model.amcl=0", "--model.heads=2", "--loss.vicreg_cov=2"))
+    assert len(model.projector.hidden) == 2                     # three linear layers, as in the paper
+    a, b = views()
+    loss = model(a, b).loss
+    z = model.projector(model.backbone(torch.cat([a, b])))
+    torch.testing.assert_close(loss, vicreg_loss(z[:, :8], z[:, 8:], cov_weight=2.0))
+    with pytest.raises(UserError, match="VICReg has no AMCL form"):
+        cfg("--model.method=vicreg", "--model.amcl=1")

@@ -6,7 +6,8 @@ from ffcv_amcl.model.methods.byol import BYOL
 from ffcv_amcl.model.methods.moco import MoCo
 from ffcv_amcl.model.methods.simclr import SimCLR
 from ffcv_amcl.model.methods.simsiam import SimSiam
+from ffcv_amcl.model.methods.vicreg import VICReg
 
-METHODS = {cls.method: cls for cls in (SimCLR, MoCo, SimSiam, BarlowTwins, BYOL)}
+METHODS = {cls.method: cls for cls in (SimCLR, MoCo, SimSiam, BarlowTwins, BYOL, VICReg)}
 
-__all__ = ["METHODS", "SSLModel", "SimCLR", "MoCo", "SimSiam", "BYOL", "BarlowTwins"]
+__all__ = ["METHODS", "SSLModel", "SimCLR", "MoCo", "SimSiam", "BYOL", "BarlowTwins", "VICReg"]

@@ -41,7 +41,10 @@ class SSLModel(nn.Module):
 
     method = "?"
     options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
-    amcl_kind = "contrastive"       # the kind of AMCL loss the method uses (losses/amcl/factory.py)
+    amcl_kind: str | None = "contrastive"   # the kind of AMCL loss the method uses (losses/amcl/factory.py);
+                                            # None: the method has no AMCL form
+    local_views = False             # whether forward takes the multi-crop views: model(a, b, local_views=...)
+    refusals: dict[str, str] = {}   # why the method refuses "amcl" or "local_views", one line each
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
@@ -80,6 +83,11 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
+        check(not local_crops(cfg) or cls.local_views, cls.refusals.get(
+            "local_views", f"model.method={cls.method} trains on the two global views only: set --data.local_crops=0"))
+        if cls.amcl_kind is None:
+            check(not cfg.model.amcl, cls.refusals["amcl"])
+            return
         forms = forms_of(cls.amcl_kind)
         check(not cfg.model.amcl or l.amcl_form in forms,
               f"loss.amcl_form={l.amcl_form} needs negatives, which {cls.method} has none of: use one of "
@@ -137,6 +145,11 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
+
+
+def local_crops(cfg) -> int:
+    """The run's number of multi-crop local views per image (data.local_crops; 0 where the data path has none)."""
+    return getattr(cfg.data, "local_crops", 0)
 
 
 def feature_dim(cfg) -> int:
