@@ -27,7 +27,7 @@ from fastargs.validation import Checker
 from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
 from ffcv_amcl.errors import ArgumentParser, UserError, check
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
-from ffcv_amcl.model.backbone import ARCHS
+from ffcv_amcl.model.backbone import ARCH_HELP, check_arch
 from ffcv_amcl.model.methods import METHODS
 from ffcv_amcl.model.methods.base import UNSET
 
@@ -157,11 +157,13 @@ SPEC = {
         order=choice("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
     )),
     "model": ("Model", dict(
-        arch=choice("resnet18", *ARCHS, desc="torchvision backbone"),
+        arch=text("resnet18", f"backbone: {ARCH_HELP}"),
         method=choice("simclr", *METHODS, desc="self-supervised method"),
         amcl=flag(1, "1 = AMCL multi-head adaptive-temperature loss, 0 = the method's classic loss"),
         heads=integer(3, desc="projection heads C"),
-        stem=choice("auto", "cifar", "imagenet", "auto", desc="auto = cifar stem for images <= 64 px"),
+        stem=choice("auto", "cifar", "imagenet", "auto", desc="torchvision ResNets: auto = cifar stem for images <= 64 "
+                                                              "px"),
+        patch_size=integer(0, 0, desc="timm ViTs: patch side, px (0 = the model's; 4 for CIFAR-size images)"),
         proj_dim=integer(0, 0, desc="projection size D (0 = the method's default)"),
         proj_hidden=integer(0, 0, desc="projector hidden size (0 = the method's default)"),
         pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = the method's default)"),
@@ -304,15 +306,18 @@ def read_config_file(path: str) -> dict:
     return _flatten(fix_dict(expand_keys(tree)))
 
 
+HELP_ARCHS = ("resnet18", "resnet50")   # the archs --help lists per-arch method defaults for
+
+
 def method_defaults_help(key: str) -> str:
     """'simclr, moco 0.5; ...': what each method's own `defaults` gives a setting left at its UNSET value, per
     model.arch where it depends on it (so --help never repeats the methods' numbers by hand)."""
     base = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
 
     def value(cls) -> str:
-        per_arch = {arch: cls.defaults(to_namespace({**base, "model.arch": arch}))[key] for arch in ARCHS}
+        per_arch = {arch: cls.defaults(to_namespace({**base, "model.arch": arch}))[key] for arch in HELP_ARCHS}
         if len(set(per_arch.values())) == 1:
-            return f"{per_arch[ARCHS[0]]:g}"
+            return f"{per_arch[HELP_ARCHS[0]]:g}"
         return " or ".join(f"{v:g} ({arch})" for arch, v in per_arch.items())
 
     groups: dict[str, list[str]] = {}
@@ -423,6 +428,7 @@ def beton_samples(path: str, what: str) -> int:
 def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = True) -> dict:
     """Cross-setting checks before any work; returns facts found on the way ({'train_samples': N, ...})."""
     m, t, l, d = cfg.model, cfg.training, cfg.loss, cfg.data
+    check_arch(m.arch)
     check(m.heads >= 1, f"model.heads={m.heads}: a run needs at least one projection head (--model.heads=1 or more)")
     view_letters(d.augs, d.augs_b, flags=("data.augs", "data.augs_b"))
     check(0 < l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min}, loss.tau_max={l.tau_max}: need 0 < tau_min < tau_max")

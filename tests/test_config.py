@@ -178,8 +178,9 @@ def test_every_shipped_config_parses():
 # -- the command line: one line on stderr, exit 2, nothing written ----------------------------------------
 
 BAD_FLAGS = [
-    (["--model.method=dino"], "model.method"),
-    (["--model.arch=resnet34"], "model.arch"),
+    (["--model.method=swav"], "model.method"),
+    (["--model.arch=resnet35"], "model.arch"),
+    (["--model.arch=timm:no_such_net"], "timm has no model"),
     (["--model.heads=0"], "model.heads"),
     (["--training.batch_size=999"], "training.batch_size=999"),
     (["--training.epochs=1.5"], "training.epochs='1.5' is not valid: expected an integer"),  # as YAML 1.5 is

@@ -23,7 +23,7 @@ __all__ = ["METHODS", "SSLModel", "build_model"]
 
 def build_model(cfg, *, image_size: int | None = None, global_batch: int | None = None,
                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> SSLModel:
-    """The SSL model a config describes, on `device`, channels_last. Used by train.py, eval.py and the profiler.
+    """The SSL model a config describes, on `device`, channels_last where the backbone is convolutional. Used by train.py, eval.py and the profiler.
 
     image_size defaults to cfg.data.image_size (it picks the stem when model.stem=auto); global_batch to
     cfg.training.batch_size x world size (Barlow Twins-AMCL's temperature net is sized by it).
@@ -39,4 +39,5 @@ def build_model(cfg, *, image_size: int | None = None, global_batch: int | None 
     if dtype is not None:
         model = model.to(dtype)
         model.input_dtype = dtype
-    return model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if model.backbone.channels_last else model

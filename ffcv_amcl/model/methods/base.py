@@ -20,7 +20,7 @@ from torch import nn
 
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses.amcl import AMCLLoss, build_amcl_loss, forms_of
-from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
+from ffcv_amcl.model.backbone import feature_dim_of, make_backbone
 
 # Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
 UNSET = {"loss.temperature": 0.0, "loss.beta": -1.0, "model.proj_dim": 0, "model.proj_hidden": 0,
@@ -50,7 +50,7 @@ class SSLModel(nn.Module):
         super().__init__()
         m = cfg.model
         self.heads, self.amcl = m.heads, bool(m.amcl)
-        self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size)
+        self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size, patch_size=m.patch_size)
         self.feature_dim = self.backbone.feature_dim
         self.global_batch = global_batch
         self.seed = cfg.training.seed
@@ -153,4 +153,4 @@ def local_crops(cfg) -> int:
 
 
 def feature_dim(cfg) -> int:
-    return FEATURE_DIMS[cfg.model.arch]
+    return feature_dim_of(cfg.model.arch, cfg.model.patch_size)
