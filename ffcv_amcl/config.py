@@ -166,7 +166,8 @@ SPEC = {
         patch_size=integer(0, 0, desc="timm ViTs: patch side, px (0 = the model's; 4 for CIFAR-size images)"),
         proj_dim=integer(0, 0, desc="projection size D (0 = the method's default)"),
         proj_hidden=integer(0, 0, desc="projector hidden size (0 = the method's default)"),
-        pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = the method's default)"),
+        pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL; DINO's bottleneck (0 = the method's "
+                                       "default)"),
     )),
     "training": ("Training", dict(
         epochs=integer(100, 1, desc="epochs"),
@@ -212,12 +213,18 @@ SPEC = {
                                                     "(posterior); docs/amcl.md"),
         nll_dim=number(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
         queue_size=integer(4096, 1, desc="MoCo negatives per head"),
-        momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine "
-                                         "to 1)"),
+        momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target / DINO teacher EMA momentum (BYOL, "
+                                         "DINO: start value, cosine to 1)"),
         barlow_lambda=number(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
         vicreg_sim=number(25.0, 0, desc="VICReg invariance (mean squared error) weight"),
         vicreg_var=number(25.0, 0, desc="VICReg variance (std hinge) weight"),
         vicreg_cov=number(1.0, 0, desc="VICReg covariance (off-diagonal) weight"),
+        dino_teacher_temp=number(0.04, 0, desc="DINO teacher temperature after the warm-up (the student's is "
+                                               "loss.temperature)"),
+        dino_warmup_teacher_temp=number(0.04, 0, desc="DINO teacher temperature at epoch 0"),
+        dino_warmup_epochs=integer(0, 0, desc="DINO epochs of linear teacher-temperature warm-up"),
+        dino_center_momentum=number(0.9, 0, 1, desc="DINO centre EMA momentum"),
+        dino_freeze_last_epochs=integer(1, 0, desc="DINO epochs without gradient into the head's last layer"),
         mochi_n_hard=integer(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
         mochi_s1=integer(16, desc="MoCHi: negative-negative mixes per query"),
         mochi_s2=integer(16, desc="MoCHi: query-negative mixes per query"),

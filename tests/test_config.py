@@ -99,7 +99,9 @@ def test_flat_round_trip():
 
 @pytest.mark.parametrize("args,needle", [
     (["--trainig.lr=0.1"], "unknown config key 'trainig.lr'"),
-    (["--model.method=dino"], "model.method='dino'"),
+    (["--model.method=swav"], "model.method='swav'"),
+    (["--model.method=dino"], "DINO's loss compares distributions"),
+    (["--model.method=vicreg"], "VICReg has no AMCL form"),
     (["--model.arch=vgg16"], "model.arch='vgg16'"),
     (["--model.heads=0"], "model.heads=0"),
     (["--model.amcl=2"], "model.amcl='2'"),

@@ -159,7 +159,7 @@ def test_checkpoint_from_another_model_is_refused(data, tmp_path):
         run(tiny_args(data[0], tmp_path, "--model.heads=1"))
 
 
-@pytest.mark.parametrize("method", ["vicreg"])
+@pytest.mark.parametrize("method", ["vicreg", "dino"])
 def test_new_methods_resume_bit_exactly(data, tmp_path_factory, method):
     """A method without a run in METHOD_RUNS: two finite steps; one step, stop (saved mid-epoch), resume for the
     second: the weights of the two uninterrupted steps."""

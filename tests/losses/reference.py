@@ -361,3 +361,25 @@ def vicreg(za, zb, sim_weight, var_weight, cov_weight, eps):
         total = total + (sim_weight * invariance + var_weight * (variance(a) + variance(b)) / 2
                          + cov_weight * (covariance(a) + covariance(b)))
     return total
+
+
+def dino(student, teacher, center, student_temp, teacher_temp):
+    """DINO (Caron et al. 2021, Algorithm 1 with multi-crop): teacher views g, student views v != g, one image b
+    at a time: H(p_t, p_s) = -sum_k p_t[k] log p_s[k], p_t = softmax((t - c) / tau_t) without gradient."""
+    G, B, K = teacher.shape
+    V = student.shape[0]
+    total, pairs = 0.0, 0
+    for g in range(G):
+        for v in range(V):
+            if v == g:
+                continue
+            for b in range(B):
+                t = [float((teacher[g, b, k].detach() - center[k]) / teacher_temp) for k in range(K)]
+                top = max(t)
+                z = sum(math.exp(x - top) for x in t)
+                p_t = [math.exp(x - top) / z for x in t]                        # constants: no gradient
+                logits = student[v, b] / student_temp
+                log_norm = torch.log(sum(torch.exp(logits[k]) for k in range(K)))
+                total = total - sum(p_t[k] * (logits[k] - log_norm) for k in range(K)) / B
+            pairs += 1
+    return total / pairs

@@ -28,7 +28,8 @@ WITH_AMCL = [(m, a) for m in sorted(METHODS) for a in (0, 1) if not a or METHODS
 @pytest.mark.parametrize("method,amcl", WITH_AMCL)
 def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
     torch.manual_seed(0)
-    model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
+    heads = 1 if method == "dino" else 2      # DINO's one head: see test_dino_teacher_is_an_ema...
+    model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", f"--model.heads={heads}"))
     out = model(*views()); loss, stats = out.loss, out.stats
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
@@ -132,3 +133,57 @@ def test_vicreg_loss_is_that_of_its_expander_outputs_and_refuses_amcl():
     torch.testing.assert_close(loss, vicreg_loss(z[:, :8], z[:, 8:], cov_weight=2.0))
     with pytest.raises(UserError, match="VICReg has no AMCL form"):
         cfg("--model.method=vicreg", "--model.amcl=1")
+
+
+def dino(*args):
+    return build_model(cfg("--model.method=dino", "--model.amcl=0", "--model.heads=1", "--model.pred_hidden=8",
+                           "--loss.dino_center_momentum=0.5", *args))
+
+
+def local_views(n=8, crops=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(crops * n, 3, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+
+
+def test_dino_student_sees_every_view_the_teacher_the_global_ones():
+    """The loss is dino_loss of the student's outputs of the 2 + N views (locals as one batch, local-view-major)
+    against the teacher's of the 2 global views; the centre moves to the teacher's batch mean; the teacher gets no
+    gradient; the last layer none in the first epoch, some after."""
+    from ffcv_amcl.losses import dino_loss
+
+    torch.manual_seed(0)
+    model = dino("--loss.dino_warmup_epochs=2", "--loss.dino_warmup_teacher_temp=0.02",
+                 "--loss.dino_teacher_temp=0.06")
+    a, b = views()
+    loc = local_views()
+    with torch.no_grad():
+        student = torch.cat([model.project(torch.cat([a, b]))[0].view(2, 8, -1),
+                             model.project(loc)[0].view(3, 8, -1)])
+        teacher = model.project(torch.cat([a, b]), target=True)[0].view(2, 8, -1)
+    model.set_progress(step=0, total_steps=10, epoch=1)
+    loss = model(a, b, local_views=loc).loss
+    torch.testing.assert_close(loss, dino_loss(student, teacher, torch.zeros(16), teacher_temp=0.04))
+    torch.testing.assert_close(model.center, 0.5 * teacher.mean((0, 1)))
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher_backbone.parameters())
+    assert model.projector.last.grad.abs().sum() > 0
+    model.zero_grad()
+    model.set_progress(step=0, total_steps=10, epoch=0)
+    model(a, b).loss.backward()
+    assert not model.projector.last.grad.any() and model.projector.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_dino_teacher_is_an_ema_on_the_cosine_schedule_and_settings_are_checked():
+    model = dino("--loss.momentum=0.9")
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.teacher_backbone.parameters()]
+    model.set_progress(step=5, total_steps=10, epoch=0)     # halfway: m = 1 - 0.1 / 2
+    model.momentum_update()
+    for t, o, b in zip(model.teacher_backbone.parameters(), model.backbone.parameters(), before):
+        torch.testing.assert_close(t, 0.95 * b + 0.05 * o)
+    with pytest.raises(UserError, match="DINO trains one head"):
+        cfg("--model.method=dino", "--model.amcl=0", "--model.heads=2")
+    with pytest.raises(UserError, match="no AMCL form"):
+        cfg("--model.method=dino", "--model.amcl=1", "--model.heads=1")

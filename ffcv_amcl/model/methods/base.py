@@ -13,6 +13,7 @@ loss's per-pair temperatures for the trainer's temperature health.
 from __future__ import annotations
 
 import copy
+import math
 from typing import NamedTuple
 
 import torch
@@ -138,6 +139,11 @@ def ema_(target: nn.Module, online: nn.Module, m: float) -> None:
     o = [p.detach() for p in online.parameters()]
     torch._foreach_mul_(t, m)
     torch._foreach_add_(t, o, alpha=1.0 - m)
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """BYOL's and DINO's EMA schedule, base -> 1 on a cosine: 1 - (1 - base) (cos(pi k / K) + 1) / 2."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / total_steps) + 1) / 2
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
