@@ -16,7 +16,7 @@ def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor
     student (V, B, K): head outputs of every view, the G global views first; teacher (G, B, K): the teacher's
     outputs of the global views (no gradient); center (K,): the running mean of the teacher's outputs."""
     checks.views("dino_loss", {"student": student}, min_batch=1)
-    checks.views("dino_loss", {"teacher": teacher}, min_batch=1)
+    checks.views("dino_loss", {"teacher": teacher}, min_batch=1)     # another shape than the student's: apart
     G, V = teacher.shape[0], student.shape[0]
     if teacher.shape[1:] != student.shape[1:] or G > V or V < 2 or center.shape != teacher.shape[-1:]:
         raise UserError(f"dino_loss: student {tuple(student.shape)}, teacher {tuple(teacher.shape)} and "

@@ -22,16 +22,20 @@ def _covariance_term(z: torch.Tensor) -> torch.Tensor:
 
 
 def vicreg_loss(za: torch.Tensor, zb: torch.Tensor, *, sim_weight: float = 25.0, var_weight: float = 25.0,
-                cov_weight: float = 1.0, eps: float = 1e-4, validate: bool = True) -> torch.Tensor:
+                cov_weight: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     """sim_weight * MSE(za, zb) + var_weight * (v(za) + v(zb)) / 2 + cov_weight * (c(za) + c(zb)) per head,
-    summed over heads; za, zb (C, B, D), the expander's outputs of the two views (the global batch under DDP)."""
-    named = {"za": za, "zb": zb}
-    checks.views("vicreg_loss", named)
+    summed over heads; za, zb (C, B, D), the expander's outputs of the two views (the global batch under DDP).
+    Checks its inputs (finite values included: one host sync); `vicreg_terms` is the same loss unchecked."""
     for name, value in (("sim_weight", sim_weight), ("var_weight", var_weight), ("cov_weight", cov_weight)):
         checks.non_negative("vicreg_loss", name, value)
     eps = checks.positive("vicreg_loss", "eps", eps)
-    if validate:
-        checks.finite("vicreg_loss", named)
+    checks.inputs("vicreg_loss", True, za=za, zb=zb)
+    return vicreg_terms(za, zb, sim_weight=sim_weight, var_weight=var_weight, cov_weight=cov_weight, eps=eps)
+
+
+def vicreg_terms(za: torch.Tensor, zb: torch.Tensor, *, sim_weight: float, var_weight: float, cov_weight: float,
+                 eps: float) -> torch.Tensor:
+    """vicreg_loss without the checks: the method's path, whose settings the config checked."""
     with full_precision(za):
         x, y = wide(za), wide(zb).to(wide(za).dtype)
         invariance = F.mse_loss(x, y, reduction="none").mean((1, 2))

@@ -39,3 +39,9 @@ def test_bad_settings_are_one_line():
         vicreg_loss(z, z, eps=0.0)
     with pytest.raises(UserError, match="sim_weight=-1"):
         vicreg_loss(z, z, sim_weight=-1)
+
+
+def test_non_finite_inputs_are_one_line():
+    z = torch.randn(1, 4, 3)
+    with pytest.raises(UserError, match="non-finite values"):
+        vicreg_loss(z, z.clone().fill_(float("nan")))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ffcv_amcl import distributed as dist
-from ffcv_amcl.losses import vicreg_loss
+from ffcv_amcl.losses.vicreg import vicreg_terms
 from ffcv_amcl.model.heads import MultiHeadExpander
 from ffcv_amcl.model.methods.base import SSLModel
 
@@ -28,11 +28,12 @@ class VICReg(SSLModel):
         super().__init__(cfg, **kw)
         m, l = cfg.model, cfg.loss
         self.projector = MultiHeadExpander(self.feature_dim, m.proj_hidden, m.proj_dim, self.heads)
-        self.weights = {"sim_weight": l.vicreg_sim, "var_weight": l.vicreg_var, "cov_weight": l.vicreg_cov}
+        self.weights = {"sim_weight": l.vicreg_sim, "var_weight": l.vicreg_var, "cov_weight": l.vicreg_cov,
+                        "eps": 1e-4}
 
     def forward(self, view_a, view_b):
         B = view_a.shape[0]
         h, z = self.embed(torch.cat([view_a, view_b]))
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
-        return self.output(vicreg_loss(za, zb, **self.weights, validate=False), h)
+        return self.output(vicreg_terms(za, zb, **self.weights), h)
