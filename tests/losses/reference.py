@@ -383,3 +383,18 @@ def dino(student, teacher, center, student_temp, teacher_temp):
                 total = total - sum(p_t[k] * (logits[k] - log_norm) for k in range(K)) / B
             pairs += 1
     return total / pairs
+
+
+def multi_positive_nt_xent(z, temperature):
+    """NT-Xent with every other view of the same image as a positive (multi-crop), z (C, V, B, D)."""
+    C, V, B, D = z.shape
+    total = 0.0
+    for c in range(C):
+        views = [(v, b, unit(z[c, v, b])) for v in range(V) for b in range(B)]
+        head = 0.0
+        for i, (v, b, a) in enumerate(views):
+            denom = sum(torch.exp((a * x).sum() / temperature) for j, (_, _, x) in enumerate(views) if j != i)
+            positives = [x for (u, e, x) in views if e == b and u != v]
+            head = head - sum(torch.log(torch.exp((a * p).sum() / temperature) / denom) for p in positives) / (V - 1)
+        total = total + head / (V * B)
+    return total

@@ -187,3 +187,32 @@ def test_dino_teacher_is_an_ema_on_the_cosine_schedule_and_settings_are_checked(
         cfg("--model.method=dino", "--model.amcl=0", "--model.heads=2")
     with pytest.raises(UserError, match="no AMCL form"):
         cfg("--model.method=dino", "--model.amcl=1", "--model.heads=1")
+
+
+def test_simclr_with_local_views_is_the_multi_positive_nt_xent_of_all_views():
+    from ffcv_amcl.losses import multi_positive_nt_xent
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=simclr", "--model.amcl=0", "--model.heads=2", "--loss.temperature=0.2"))
+    (a, b), loc = views(), local_views()
+    out = model(a, b, local_views=loc)
+    with torch.no_grad():
+        z = model.project(torch.cat([a, b])).view(2, 2, 8, -1)
+        zl = model.project(loc).view(2, 3, 8, -1)
+    torch.testing.assert_close(out.loss.detach(), multi_positive_nt_xent(torch.cat([z, zl], 1), 0.2))
+    assert out.features.shape == (8 * 2, model.feature_dim)            # the online probe reads the global views
+    out.loss.backward()
+
+
+@pytest.mark.parametrize("method,amcl,needle", [("simclr", 1, "AMCL's contrastive forms pair each anchor"),
+                                                ("vicreg", 0, "VICReg's loss compares two views"),
+                                                ("moco", 0, "trains on the two global views only"),
+                                                ("simclr", 0, None), ("dino", 0, None)])
+def test_local_crops_are_refused_where_a_method_cannot_use_them(method, amcl, needle):
+    c = cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=1")
+    c.data.local_crops = 4
+    if needle is None:
+        METHODS[method].check_config(c, 1)
+        return
+    with pytest.raises(UserError, match=needle):
+        METHODS[method].check_config(c, 1)
