@@ -398,3 +398,19 @@ def multi_positive_nt_xent(z, temperature):
             head = head - sum(torch.log(torch.exp((a * p).sum() / temperature) / denom) for p in positives) / (V - 1)
         total = total + head / (V * B)
     return total
+
+
+def multi_view_siamese(p, t, byol):
+    """Every view v's prediction against every other global view g's sg target (SimSiam: -cos; BYOL: 2 - 2 cos,
+    twice the mean over pairs so that two views give the two directions' sum), p (C, V, B, D), t (C, G, B, D)."""
+    C, V, B, D = p.shape
+    G = t.shape[1]
+    total = 0.0
+    for c in range(C):
+        pairs = [(g, v) for g in range(G) for v in range(V) if v != g]
+        head = 0.0
+        for g, v in pairs:
+            cosines = [cos(p[c, v, b], t[c, g, b].detach()) for b in range(B)]
+            head = head + sum((2 - 2 * x) if byol else -x for x in cosines) / B
+        total = total + head / len(pairs) * (2 if byol else 1)
+    return total

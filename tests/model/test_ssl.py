@@ -206,8 +206,10 @@ def test_simclr_with_local_views_is_the_multi_positive_nt_xent_of_all_views():
 
 @pytest.mark.parametrize("method,amcl,needle", [("simclr", 1, "AMCL's contrastive forms pair each anchor"),
                                                 ("vicreg", 0, "VICReg's loss compares two views"),
+                                                ("simsiam", 1, "AMCL's siamese form tempers"),
+                                                ("byol", 1, "AMCL's siamese form tempers"),
                                                 ("moco", 0, "trains on the two global views only"),
-                                                ("simclr", 0, None), ("dino", 0, None)])
+                                                ("simclr", 0, None), ("dino", 0, None), ("byol", 0, None)])
 def test_local_crops_are_refused_where_a_method_cannot_use_them(method, amcl, needle):
     c = cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=1")
     c.data.local_crops = 4
@@ -216,3 +218,22 @@ def test_local_crops_are_refused_where_a_method_cannot_use_them(method, amcl, ne
         return
     with pytest.raises(UserError, match=needle):
         METHODS[method].check_config(c, 1)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "byol"])
+def test_siamese_methods_predict_the_global_targets_from_every_view(method):
+    """Local views' predictions join the loss (multi_view_* of all predictions against the global views'
+    targets: the online projections for SimSiam, the momentum target's for BYOL)."""
+    from ffcv_amcl.losses import multi_view_byol_loss, multi_view_negative_cosine
+
+    torch.manual_seed(0)
+    model = build_model(cfg(f"--model.method={method}", "--model.amcl=0", "--model.heads=2"))
+    (a, b), loc = views(), local_views()
+    out = model(a, b, local_views=loc)
+    with torch.no_grad():
+        x = torch.cat([a, b])
+        p = torch.cat([model.predictor(model.project(x)).view(2, 2, 8, -1),
+                       model.predictor(model.project(loc)).view(2, 3, 8, -1)], 1)
+        t = model.project(x, target=method == "byol").view(2, 2, 8, -1)
+    loss = multi_view_byol_loss if method == "byol" else multi_view_negative_cosine
+    torch.testing.assert_close(out.loss.detach(), loss(p, t))

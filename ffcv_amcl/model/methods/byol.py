@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ffcv_amcl.losses import byol_loss
+from ffcv_amcl.losses import byol_loss, multi_view_byol_loss
 from ffcv_amcl.model.methods.base import cosine_momentum, ema_, feature_dim, frozen_copy
 from ffcv_amcl.model.methods.simsiam import SimSiam
 
@@ -44,3 +44,6 @@ class BYOL(SimSiam):
 
     def classic_loss(self, pa, pb, ta, tb):
         return byol_loss(pa, pb, ta, tb, validate=False)
+
+    def multi_crop_loss(self, p, t):
+        return multi_view_byol_loss(p, t, validate=False)
