@@ -208,8 +208,10 @@ def test_simclr_with_local_views_is_the_multi_positive_nt_xent_of_all_views():
                                                 ("vicreg", 0, "VICReg's loss compares two views"),
                                                 ("simsiam", 1, "AMCL's siamese form tempers"),
                                                 ("byol", 1, "AMCL's siamese form tempers"),
-                                                ("moco", 0, "trains on the two global views only"),
-                                                ("simclr", 0, None), ("dino", 0, None), ("byol", 0, None)])
+                                                ("barlow_twins", 0, "Barlow Twins' cross-correlation pairs"),
+                                                ("moco", 1, "MoCo's local queries join its InfoNCE"),
+                                                ("simclr", 0, None), ("dino", 0, None), ("byol", 0, None),
+                                                ("moco", 0, None)])
 def test_local_crops_are_refused_where_a_method_cannot_use_them(method, amcl, needle):
     c = cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=1")
     c.data.local_crops = 4
@@ -237,3 +239,21 @@ def test_siamese_methods_predict_the_global_targets_from_every_view(method):
         t = model.project(x, target=method == "byol").view(2, 2, 8, -1)
     loss = multi_view_byol_loss if method == "byol" else multi_view_negative_cosine
     torch.testing.assert_close(out.loss.detach(), loss(p, t))
+
+
+def test_moco_local_queries_meet_both_global_keys_and_are_not_enqueued():
+    from ffcv_amcl.losses import info_nce_queue
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=moco", "--model.amcl=0", "--model.heads=2", "--loss.temperature=0.2"))
+    (a, b), loc = views(), local_views(crops=2)
+    queue = model.queue.clone()
+    loss = model(a, b, local_views=loc).loss
+    with torch.no_grad():
+        # batches as the model forms them (BatchNorm): the global views together, the local views together
+        q = [*model.project(torch.cat([a, b])).split(8, 1), *model.project(loc).split(8, 1)]
+        k = F.normalize(model.project(torch.cat([a, b]), target=True), dim=-1).split(8, 1)
+    terms = [info_nce_queue(q[0], k[1], queue, 0.2), info_nce_queue(q[1], k[0], queue, 0.2)]
+    terms += [info_nce_queue(ql, kg, queue, 0.2) for ql in q[2:] for kg in k]
+    torch.testing.assert_close(loss.detach(), sum(terms) / 6)
+    assert int(model.queue_ptr) == 16                                  # the global views' keys only

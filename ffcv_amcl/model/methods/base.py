@@ -45,7 +45,8 @@ class SSLModel(nn.Module):
     amcl_kind: str | None = "contrastive"   # the kind of AMCL loss the method uses (losses/amcl/factory.py);
                                             # None: the method has no AMCL form
     local_views = False             # whether forward takes the multi-crop views: model(a, b, local_views=...)
-    refusals: dict[str, str] = {}   # why the method refuses "amcl" or "local_views", one line each
+    refusals: dict[str, str] = {}   # why the method refuses "amcl" (amcl_kind None) or "local_views" (local_views
+                                    # False), one line each
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
@@ -84,8 +85,7 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not local_crops(cfg) or cls.local_views, cls.refusals.get(
-            "local_views", f"model.method={cls.method} trains on the two global views only: set --data.local_crops=0"))
+        check(not local_crops(cfg) or cls.local_views, cls.refusals.get("local_views", ""))
         if cls.amcl_kind is None:
             check(not cfg.model.amcl, cls.refusals["amcl"])
             return
