@@ -41,7 +41,8 @@ def build_line(arch: str, stem: str, options: dict) -> str:
     """The one line that builds a torchvision or timm model the exported state_dict fits (strict)."""
     name = timm_name(arch)
     if name is not None:
-        return f"m = timm.create_model({name!r}, num_classes=0" + "".join(f", {k}={v!r}" for k, v in options.items()) + ")"
+        keywords = "".join(f", {k}={v!r}" for k, v in options.items())
+        return f"m = timm.create_model({name!r}, num_classes=0{keywords})"
     return f"m = torchvision.models.{arch}(); " + (CIFAR_STEM if stem == "cifar" else "") + "m.fc = nn.Identity()"
 
 

@@ -97,7 +97,8 @@ def test_a_trained_backbone_loads_strictly_into_its_library(tmp_path, arch, extr
 
     train, _ = digits_betons(str(tmp_path), 32, 10)
     out = run(tiny_args(train, tmp_path / "run", f"--model.arch={arch}", *extra, "--model.method=simclr",
-                        "--model.amcl=0", "--model.heads=1", "--training.epochs=2", "--training.batch_size=16", "--model.proj_dim=16",
+                        "--model.amcl=0", "--model.heads=1", "--training.epochs=2", "--training.batch_size=16",
+                        "--model.proj_dim=16",
                         "--model.proj_hidden=32"))
     assert len(out["losses"]) == 4 and all(math.isfinite(x) for x in out["losses"])
     with pytest.raises(SystemExit) as exc:
