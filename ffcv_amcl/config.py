@@ -29,7 +29,7 @@ from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
 from ffcv_amcl.evaluation.splits import check_evaluation_splits
 from ffcv_amcl.errors import ArgumentParser, UserError, check
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
-from ffcv_amcl.model.backbone import ARCHS
+from ffcv_amcl.model.backbone import ARCH_HELP, check_arch
 from ffcv_amcl.model.methods import METHODS
 from ffcv_amcl.model.methods.base import UNSET
 
@@ -193,14 +193,17 @@ SPEC = {
         order=choice("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
     )),
     "model": ("Model", dict(
-        arch=choice("resnet18", *ARCHS, desc="torchvision backbone"),
+        arch=text("resnet18", f"backbone: {ARCH_HELP}"),
         method=choice("simclr", *METHODS, desc="self-supervised method"),
         amcl=flag(1, "1 = AMCL multi-head adaptive-temperature loss, 0 = the method's classic loss"),
         heads=integer(3, desc="projection heads C"),
-        stem=choice("auto", "cifar", "imagenet", "auto", desc="auto = cifar stem for images <= 64 px"),
+        stem=choice("auto", "cifar", "imagenet", "auto", desc="torchvision ResNets: auto = cifar stem for images <= 64 "
+                                                              "px"),
+        patch_size=integer(0, 0, desc="timm ViTs: patch side, px (0 = the model's; 4 for CIFAR-size images)"),
         proj_dim=integer(0, 0, desc="projection size D (0 = the method's default)"),
         proj_hidden=integer(0, 0, desc="projector hidden size (0 = the method's default)"),
-        pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL (0 = the method's default)"),
+        pred_hidden=integer(0, 0, desc="predictor hidden size, SimSiam/BYOL; DINO's bottleneck (0 = the method's "
+                                       "default)"),
     )),
     "training": ("Training", dict(
         epochs=integer(100, 1, desc="epochs"),
@@ -246,9 +249,18 @@ SPEC = {
                                                     "(posterior); docs/amcl.md"),
         nll_dim=number(2.0, 0, desc="hetero form: d of the Gaussian NLL that trains phi (tau+ optimum 2(1-s+)/d)"),
         queue_size=integer(4096, 1, desc="MoCo negatives per head"),
-        momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target EMA momentum (BYOL: start value, cosine "
-                                         "to 1)"),
+        momentum=number(0.99, 0, 1, desc="MoCo key encoder / BYOL target / DINO teacher EMA momentum (BYOL, "
+                                         "DINO: start value, cosine to 1)"),
         barlow_lambda=number(5e-3, 0, desc="Barlow Twins off-diagonal weight"),
+        vicreg_sim=number(25.0, 0, desc="VICReg invariance (mean squared error) weight"),
+        vicreg_var=number(25.0, 0, desc="VICReg variance (std hinge) weight"),
+        vicreg_cov=number(1.0, 0, desc="VICReg covariance (off-diagonal) weight"),
+        dino_teacher_temp=number(0.04, 0, desc="DINO teacher temperature after the warm-up (the student's is "
+                                               "loss.temperature)"),
+        dino_warmup_teacher_temp=number(0.04, 0, desc="DINO teacher temperature at epoch 0"),
+        dino_warmup_epochs=integer(0, 0, desc="DINO epochs of linear teacher-temperature warm-up"),
+        dino_center_momentum=number(0.9, 0, 1, desc="DINO centre EMA momentum"),
+        dino_freeze_last_epochs=integer(1, 0, desc="DINO epochs without gradient into the head's last layer"),
         mochi_n_hard=integer(0, 0, desc="MoCHi: hardest queue negatives to mix (0 = MoCHi off)"),
         mochi_s1=integer(16, desc="MoCHi: negative-negative mixes per query"),
         mochi_s2=integer(16, desc="MoCHi: query-negative mixes per query"),
@@ -349,15 +361,18 @@ def setting_names() -> list[str]:
     return [f"{section}.{name}" for section, (_, params) in SPEC.items() for name in params]
 
 
+HELP_ARCHS = ("resnet18", "resnet50")   # the archs --help lists per-arch method defaults for
+
+
 def method_defaults_help(key: str) -> str:
     """'simclr, moco 0.5; ...': what each method's own `defaults` gives a setting left at its UNSET value, per
     model.arch where it depends on it (so --help never repeats the methods' numbers by hand)."""
     base = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
 
     def value(cls) -> str:
-        per_arch = {arch: cls.defaults(to_namespace({**base, "model.arch": arch}))[key] for arch in ARCHS}
+        per_arch = {arch: cls.defaults(to_namespace({**base, "model.arch": arch}))[key] for arch in HELP_ARCHS}
         if len(set(per_arch.values())) == 1:
-            return f"{per_arch[ARCHS[0]]:g}"
+            return f"{per_arch[HELP_ARCHS[0]]:g}"
         return " or ".join(f"{v:g} ({arch})" for arch, v in per_arch.items())
 
     groups: dict[str, list[str]] = {}
@@ -474,6 +489,7 @@ def beton_samples(path: str, what: str) -> int:
 def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = True) -> dict:
     """Cross-setting checks before any work; returns facts found on the way ({'train_samples': N, ...})."""
     m, t, l, d = cfg.model, cfg.training, cfg.loss, cfg.data
+    check_arch(m.arch)
     check(m.heads >= 1, f"model.heads={m.heads}: a run needs at least one projection head (--model.heads=1 or more)")
     view_letters(d.augs, d.augs_b, flags=("data.augs", "data.augs_b"))
     check(d.local_size <= d.image_size, f"data.local_size={d.local_size} is larger than the global views "

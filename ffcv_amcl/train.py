@@ -1,4 +1,4 @@
-"""Train a backbone with SimCLR, MoCo, SimSiam, Barlow Twins or BYOL, with or without AMCL.
+"""Train a backbone with SimCLR, MoCo, SimSiam, Barlow Twins, BYOL, VICReg or DINO, with or without AMCL.
 
     python -m ffcv_amcl.train --config-file rn_configs/digits_quickstart.yaml [--section.param=value ...]
     torchrun --nproc_per_node=8 -m ffcv_amcl.train --config-file rn_configs/rn50_imagenet_simclr_amcl.yaml
@@ -45,11 +45,12 @@ def train_step(model, batch, optimizer, scaler, schedule: WarmupCosine, step: in
     gradient-norm clip, optimiser step, momentum-encoder update. Returns the method's StepOutput (no sync)."""
     core = unwrap(model)
     view_a, view_b = batch[0].to(core.input_dtype), batch[1].to(core.input_dtype)
+    local = {"local_views": batch[3].to(core.input_dtype)} if len(batch) > 3 else {}   # multi-crop
     core.set_progress(step=step, total_steps=total_steps, epoch=epoch)
     schedule.apply(optimizer, step)
     device_type = view_a.device.type
     with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-        out = model(view_a, view_b)
+        out = model(view_a, view_b, **local)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(out.loss).backward()
     if clip_grad > 0:

@@ -106,7 +106,9 @@ def test_local_views_side_follows_the_global_side(image_size, local_size):
 
 @pytest.mark.parametrize("args,needle", [
     (["--trainig.lr=0.1"], "unknown config key 'trainig.lr'"),
-    (["--model.method=dino"], "model.method='dino'"),
+    (["--model.method=swav"], "model.method='swav'"),
+    (["--model.method=dino"], "DINO's loss compares distributions"),
+    (["--model.method=vicreg"], "VICReg has no AMCL form"),
     (["--model.arch=vgg16"], "model.arch='vgg16'"),
     (["--model.heads=0"], "model.heads=0"),
     (["--model.amcl=2"], "model.amcl='2'"),
@@ -190,8 +192,9 @@ def test_every_shipped_config_parses():
 # -- the command line: one line on stderr, exit 2, nothing written ----------------------------------------
 
 BAD_FLAGS = [
-    (["--model.method=dino"], "model.method"),
-    (["--model.arch=resnet34"], "model.arch"),
+    (["--model.method=swav"], "model.method"),
+    (["--model.arch=resnet35"], "model.arch"),
+    (["--model.arch=timm:no_such_net"], "timm has no model"),
     (["--model.heads=0"], "model.heads"),
     (["--training.batch_size=999"], "training.batch_size=999"),
     (["--training.epochs=1.5"], "training.epochs='1.5' is not valid: expected an integer"),  # as YAML 1.5 is

@@ -1,5 +1,6 @@
 """Export: the backbone alone, loadable (strict) into a fresh torchvision ResNet built as the JSON says."""
 import json
+import math
 
 import pytest
 import torch
@@ -38,9 +39,9 @@ def test_export_loads_strictly_and_gives_the_same_features(tmp_path, arch, stem,
     assert (info["arch"], info["stem"], info["epoch"], info["step"]) == (arch, stem, 2, 7)
     assert info["knn_top1"] == 41.5 and info["online_linear_top1"] == 50.25
     assert info["feature_dim"] == {"resnet18": 512, "resnet50": 2048}[arch]
-    assert bool(info["differs_from_torchvision"]) == (stem == "cifar")
+    assert bool(info["differs_from_library"]) == (stem == "cifar")
     if stem == "cifar":                                 # says which layers differ; stock torchvision refuses
-        assert info["differs_from_torchvision"][0].startswith("conv1.weight: (64, 3, 3, 3) here")
+        assert info["differs_from_library"][0].startswith("conv1.weight: (64, 3, 3, 3) here")
         stock = models.resnet18()
         stock.fc = torch.nn.Identity()
         with pytest.raises(RuntimeError, match="conv1.weight"):
@@ -82,3 +83,35 @@ def test_help_works():
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
+
+
+# timm's test_vit: a ViT of timm's own tests (4 blocks, 64-d), as cheap on the CPU as the suite needs
+@pytest.mark.parametrize("arch,extra", [("timm:test_vit", ["--model.patch_size=4", "--model.stem=auto"]),
+                                        ("resnet34", [])])
+def test_a_trained_backbone_loads_strictly_into_its_library(tmp_path, arch, extra, capsys):
+    """Two epochs on digits (a timm ViT at 32 px with patch 4, a torchvision ResNet-34), then the export: the
+    printed lines build the library's model, load the weights strictly and give the trainer's features."""
+    from ffcv_amcl.checkpoint import restore_model
+    from ffcv_amcl.train import run
+    from tests.train_helpers import digits_betons, tiny_args
+
+    train, _ = digits_betons(str(tmp_path), 32, 10)
+    out = run(tiny_args(train, tmp_path / "run", f"--model.arch={arch}", *extra, "--model.method=simclr",
+                        "--model.amcl=0", "--model.heads=1", "--training.epochs=2", "--training.batch_size=16",
+                        "--model.proj_dim=16",
+                        "--model.proj_hidden=32"))
+    assert len(out["losses"]) == 4 and all(math.isfinite(x) for x in out["losses"])
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(out["checkpoint"]), "--out", str(tmp_path / "backbone.pt")])
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    info = json.loads((tmp_path / "backbone.json").read_text())
+    assert info["library"] == ("timm" if arch.startswith("timm:") else "torchvision")
+    assert "\n    ".join(info["load"]) in printed
+    scope: dict = {}
+    exec("\n".join(info["load"]), scope)
+    backbone = restore_model(out["checkpoint"], device="cpu")[0].backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        diff = (scope["m"](x) - backbone(x)).abs().max().item()
+    assert diff <= 1e-4

@@ -5,7 +5,7 @@ import torch
 
 from ffcv_amcl.losses import checks
 from ffcv_amcl.losses.precision import full_precision
-from ffcv_amcl.losses.simsiam import stopgrad_cosines
+from ffcv_amcl.losses.simsiam import cross_view_cosines, stopgrad_cosines
 
 
 def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Tensor, *,
@@ -18,3 +18,13 @@ def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Te
     with full_precision(pa):
         ca, cb = stopgrad_cosines(pa, pb, ta, tb)
         return ((2 - 2 * ca).mean(-1) + (2 - 2 * cb).mean(-1)).sum()
+
+
+def multi_view_byol_loss(p: torch.Tensor, t: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
+    """BYOL with multi-crop: every view's prediction p (C, V, B, D) regresses every other global view's target
+    t (C, G, B, D); per head 2 x the mean over those pairs of mean_b(2 - 2 cos), summed over heads, so that the
+    two global views alone give byol_loss (a sum over its two directions)."""
+    if validate:
+        checks.finite("multi_view_byol_loss", {"p": p, "t": t})
+    with full_precision(p):
+        return (2 * (2 - 2 * cross_view_cosines(p, t)).mean(-1)).sum()

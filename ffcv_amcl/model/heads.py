@@ -116,3 +116,55 @@ class MultiHeadPredictor(nn.Module):
             raise UserError(f"MultiHeadPredictor: input has shape {tuple(z.shape)} but must be "
                             f"(heads={self.heads}, N, dim={self.dim}); pass the projector's output")
         return self.fc2(torch.relu(self.bn1(self.fc1(z))))
+
+
+class MultiHeadExpander(nn.Module):
+    """VICReg's expander per head: (Linear-BN-ReLU) x (layers - 1), then a Linear without bias; (N, F) -> (C, N, D).
+    The hidden linears have no bias (a BN follows)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, heads: int, layers: int = 3):
+        super().__init__()
+        owner = "MultiHeadExpander"
+        self.in_dim = _check_int(owner, "in_dim", in_dim)
+        self.heads = _check_int(owner, "heads", heads)
+        sizes = [in_dim] + [_check_int(owner, "hidden_dim", hidden_dim)] * (_check_int(owner, "layers", layers) - 1)
+        self.hidden = nn.ModuleList(StackedLinear(heads, a, b, bias=False) for a, b in zip(sizes, sizes[1:]))
+        self.norms = nn.ModuleList(StackedBatchNorm(heads, b) for b in sizes[1:])
+        self.last = StackedLinear(heads, sizes[-1], _check_int(owner, "out_dim", out_dim), bias=False)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() != 2 or h.shape[1] != self.in_dim:
+            raise UserError(f"MultiHeadExpander: input has shape {tuple(h.shape)} but must be (N, {self.in_dim}); "
+                            f"build the expander with in_dim={h.shape[-1]}")
+        x = h
+        for linear, norm in zip(self.hidden, self.norms):
+            x = torch.relu(norm(linear(x)))
+        return self.last(x)
+
+
+class DINOHead(nn.Module):
+    """DINO's head (Caron et al. 2021): 3-layer MLP with GELU to a bottleneck, L2 normalisation, then a
+    weight-normalised linear layer without bias whose norms are fixed at 1 (the paper's norm_last_layer):
+    (N, F) -> (1, N, out_dim). `last` is that layer's direction parameter (frozen for DINO's first epoch)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, out_dim: int):
+        super().__init__()
+        owner = "DINOHead"
+        dims = [_check_int(owner, n, v) for n, v in (("in_dim", in_dim), ("hidden_dim", hidden_dim),
+                                                     ("bottleneck_dim", bottleneck_dim), ("out_dim", out_dim))]
+        self.in_dim = in_dim
+        self.mlp = nn.Sequential(nn.Linear(dims[0], dims[1]), nn.GELU(), nn.Linear(dims[1], dims[1]), nn.GELU(),
+                                 nn.Linear(dims[1], dims[2]))
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, std=0.02)
+                nn.init.zeros_(layer.bias)
+        self.last = nn.Parameter(torch.empty(out_dim, bottleneck_dim))
+        nn.init.kaiming_uniform_(self.last, a=math.sqrt(5))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() != 2 or h.shape[1] != self.in_dim:
+            raise UserError(f"DINOHead: input has shape {tuple(h.shape)} but must be (N, {self.in_dim}); "
+                            f"build the head with in_dim={h.shape[-1]}")
+        x = nn.functional.normalize(self.mlp(h), dim=-1)
+        return (x @ nn.functional.normalize(self.last, dim=-1).to(x.dtype).t()).unsqueeze(0)

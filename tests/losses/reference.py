@@ -335,3 +335,82 @@ def hetero_barlow(za, zb, params, lambd, tau_min, tau_max, d):
                 weight = 1.0 if l == m else lambd
                 total = total + weight * r / t.detach() + nll(r.detach(), t, d)
     return total
+
+
+def vicreg(za, zb, sim_weight, var_weight, cov_weight, eps):
+    """VICReg (Bardes et al. 2022, Eqs. 1-6 with the authors' 1/2 on the variance term), one head at a time."""
+    C, B, D = za.shape
+
+    def mean(z, d):
+        return sum(z[b, d] for b in range(B)) / B
+
+    def cov(z, i, j):
+        mi, mj = mean(z, i), mean(z, j)
+        return sum((z[b, i] - mi) * (z[b, j] - mj) for b in range(B)) / (B - 1)
+
+    def variance(z):
+        return sum(torch.relu(1 - torch.sqrt(cov(z, d, d) + eps)) for d in range(D)) / D
+
+    def covariance(z):
+        return sum(cov(z, i, j) ** 2 for i in range(D) for j in range(D) if i != j) / D
+
+    total = 0.0
+    for c in range(C):
+        a, b = za[c], zb[c]
+        invariance = sum((a[n, d] - b[n, d]) ** 2 for n in range(B) for d in range(D)) / (B * D)
+        total = total + (sim_weight * invariance + var_weight * (variance(a) + variance(b)) / 2
+                         + cov_weight * (covariance(a) + covariance(b)))
+    return total
+
+
+def dino(student, teacher, center, student_temp, teacher_temp):
+    """DINO (Caron et al. 2021, Algorithm 1 with multi-crop): teacher views g, student views v != g, one image b
+    at a time: H(p_t, p_s) = -sum_k p_t[k] log p_s[k], p_t = softmax((t - c) / tau_t) without gradient."""
+    G, B, K = teacher.shape
+    V = student.shape[0]
+    total, pairs = 0.0, 0
+    for g in range(G):
+        for v in range(V):
+            if v == g:
+                continue
+            for b in range(B):
+                t = [float((teacher[g, b, k].detach() - center[k]) / teacher_temp) for k in range(K)]
+                top = max(t)
+                z = sum(math.exp(x - top) for x in t)
+                p_t = [math.exp(x - top) / z for x in t]                        # constants: no gradient
+                logits = student[v, b] / student_temp
+                log_norm = torch.log(sum(torch.exp(logits[k]) for k in range(K)))
+                total = total - sum(p_t[k] * (logits[k] - log_norm) for k in range(K)) / B
+            pairs += 1
+    return total / pairs
+
+
+def multi_positive_nt_xent(z, temperature):
+    """NT-Xent with every other view of the same image as a positive (multi-crop), z (C, V, B, D)."""
+    C, V, B, D = z.shape
+    total = 0.0
+    for c in range(C):
+        views = [(v, b, unit(z[c, v, b])) for v in range(V) for b in range(B)]
+        head = 0.0
+        for i, (v, b, a) in enumerate(views):
+            denom = sum(torch.exp((a * x).sum() / temperature) for j, (_, _, x) in enumerate(views) if j != i)
+            positives = [x for (u, e, x) in views if e == b and u != v]
+            head = head - sum(torch.log(torch.exp((a * p).sum() / temperature) / denom) for p in positives) / (V - 1)
+        total = total + head / (V * B)
+    return total
+
+
+def multi_view_siamese(p, t, byol):
+    """Every view v's prediction against every other global view g's sg target (SimSiam: -cos; BYOL: 2 - 2 cos,
+    twice the mean over pairs so that two views give the two directions' sum), p (C, V, B, D), t (C, G, B, D)."""
+    C, V, B, D = p.shape
+    G = t.shape[1]
+    total = 0.0
+    for c in range(C):
+        pairs = [(g, v) for g in range(G) for v in range(V) if v != g]
+        head = 0.0
+        for g, v in pairs:
+            cosines = [cos(p[c, v, b], t[c, g, b].detach()) for b in range(B)]
+            head = head + sum((2 - 2 * x) if byol else -x for x in cosines) / B
+        total = total + head / len(pairs) * (2 if byol else 1)
+    return total

@@ -40,3 +40,21 @@ def test_bad_input():
     z = torch.randn(2, 4, 8)
     with pytest.raises(UserError, match="shape"):
         negative_cosine(z, z, z, torch.randn(2, 4, 9))
+
+
+@pytest.mark.parametrize("byol", [False, True])
+@pytest.mark.parametrize("views", [2, 5])
+def test_multi_view_forms_match_the_reference_and_two_views_are_the_classic_loss(byol, views):
+    from ffcv_amcl.losses import byol_loss, multi_view_byol_loss, multi_view_negative_cosine, negative_cosine
+
+    gen = torch.Generator().manual_seed(views)
+    p = torch.randn(2, views, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(2, 2, 4, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    loss = multi_view_byol_loss if byol else multi_view_negative_cosine
+    got, expect = loss(p, t), ref.multi_view_siamese(p, t, byol)
+    assert ref.rel_err(got.detach(), expect.detach()) <= 1e-10
+    assert ref.rel_err(torch.autograd.grad(got, p)[0], torch.autograd.grad(expect, p)[0]) <= 1e-10
+    assert torch.autograd.grad(loss(p, t), t, allow_unused=True)[0] is None     # targets: stop-gradient
+    if views == 2:
+        classic = (byol_loss if byol else negative_cosine)(p[:, 0], p[:, 1], t[:, 0], t[:, 1])
+        torch.testing.assert_close(got, classic, rtol=1e-12, atol=0)

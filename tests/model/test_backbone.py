@@ -55,3 +55,27 @@ def test_channels_last_input_gives_same_output():
 def test_bad_names_are_user_errors(arch, stem):
     with pytest.raises(UserError, match="model."):
         make_backbone(arch, stem=stem)
+
+
+@pytest.mark.parametrize("arch,dim", [("resnet34", 512), ("wide_resnet50_2", 2048), ("resnext50_32x4d", 2048)])
+def test_torchvision_resnet_family_feature_dims_are_read_from_the_model(arch, dim):
+    with torch.device("meta"):
+        net = make_backbone(arch, stem="cifar", image_size=32)
+    assert net.feature_dim == dim and net.channels_last and net.conv1.kernel_size == (3, 3)
+
+
+def test_timm_vit_takes_the_data_size_and_patch_and_other_sizes_too():
+    torch.manual_seed(0)
+    net = make_backbone("timm:test_vit", image_size=32, patch_size=4).eval()
+    assert net.patch_embed.patch_size == (4, 4) and not net.channels_last
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, net.feature_dim)
+    assert net(torch.randn(2, 3, 16, 16)).shape == (2, net.feature_dim)        # a multi-crop local view
+
+
+@pytest.mark.parametrize("arch,kw,needle", [("timm:test_resnet", {"patch_size": 4}, "has no patches"),
+                                            ("resnet34", {"patch_size": 4}, "applies to timm ViTs"),
+                                            ("timm:test_vit", {"stem": "cifar"}, "keeps its own stem"),
+                                            ("timm:nope_net", {}, "timm has no model")])
+def test_timm_mistakes_are_user_errors(arch, kw, needle):
+    with pytest.raises(UserError, match=needle):
+        make_backbone(arch, image_size=32, **kw)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ffcv_amcl.config import parse_config
+from ffcv_amcl.errors import UserError
 from ffcv_amcl.model.ssl import METHODS, build_model
 
 
@@ -21,11 +22,14 @@ def views(n=8, seed=0):
             torch.randn(n, 3, 32, 32, generator=g).contiguous(memory_format=torch.channels_last))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-@pytest.mark.parametrize("amcl", [0, 1])
+WITH_AMCL = [(m, a) for m in sorted(METHODS) for a in (0, 1) if not a or METHODS[m].amcl_kind is not None]
+
+
+@pytest.mark.parametrize("method,amcl", WITH_AMCL)
 def test_each_method_returns_a_scalar_loss_head_stats_and_its_projections(method, amcl):
     torch.manual_seed(0)
-    model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=2"))
+    heads = 1 if method == "dino" else 2      # DINO's one head: see test_dino_teacher_is_an_ema...
+    model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", f"--model.heads={heads}"))
     out = model(*views()); loss, stats = out.loss, out.stats
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
@@ -33,7 +37,8 @@ def test_each_method_returns_a_scalar_loss_head_stats_and_its_projections(method
         assert v.shape == (2,) and not v.requires_grad
     with torch.no_grad():                      # the online projections of [views a; views b], as the monitors read
         expected = model.project(torch.cat(views()))
-    assert out.projections.shape == (2, 16, 16) and not out.projections.requires_grad
+    assert out.projections.shape == expected.shape == (heads, 16, expected.shape[-1])
+    assert not out.projections.requires_grad
     assert torch.allclose(out.projections, expected, atol=1e-5)
 
 
@@ -119,3 +124,166 @@ def test_moco_composes_ascl_with_amcl():
     assert any(p.grad is not None for p in model.backbone.parameters())
     assert all(p.grad is None for p in model.key_backbone.parameters())
     assert int(model.queue_ptr) == 8
+
+
+def test_vicreg_loss_is_that_of_its_expander_outputs_and_refuses_amcl():
+    from ffcv_amcl.losses import vicreg_loss
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=vicreg", "--model.amcl=0", "--model.heads=2", "--loss.vicreg_cov=2"))
+    assert len(model.projector.hidden) == 2                     # three linear layers, as in the paper
+    a, b = views()
+    loss = model(a, b).loss
+    z = model.projector(model.backbone(torch.cat([a, b])))
+    torch.testing.assert_close(loss, vicreg_loss(z[:, :8], z[:, 8:], cov_weight=2.0))
+    with pytest.raises(UserError, match="VICReg has no AMCL form"):
+        cfg("--model.method=vicreg", "--model.amcl=1")
+
+
+def dino(*args):
+    return build_model(cfg("--model.method=dino", "--model.amcl=0", "--model.heads=1", "--model.pred_hidden=8",
+                           "--loss.dino_center_momentum=0.5", *args))
+
+
+def local_views(n=8, crops=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(crops * n, 3, 16, 16, generator=g).contiguous(memory_format=torch.channels_last)
+
+
+def test_dino_student_sees_every_view_the_teacher_the_global_ones():
+    """The loss is dino_loss of the student's outputs of the 2 + N views (locals as one batch, local-view-major)
+    against the teacher's of the 2 global views; the centre moves to the teacher's batch mean; the teacher gets no
+    gradient; the last layer none in the first epoch, some after."""
+    from ffcv_amcl.losses import dino_loss
+
+    torch.manual_seed(0)
+    model = dino("--loss.dino_warmup_epochs=2", "--loss.dino_warmup_teacher_temp=0.02",
+                 "--loss.dino_teacher_temp=0.06")
+    a, b = views()
+    loc = local_views()
+    with torch.no_grad():
+        student = torch.cat([model.project(torch.cat([a, b]))[0].view(2, 8, -1),
+                             model.project(loc)[0].view(3, 8, -1)])
+        teacher = model.project(torch.cat([a, b]), target=True)[0].view(2, 8, -1)
+    model.set_progress(step=0, total_steps=10, epoch=1)
+    loss = model(a, b, local_views=loc).loss
+    torch.testing.assert_close(loss, dino_loss(student, teacher, torch.zeros(16), teacher_temp=0.04))
+    torch.testing.assert_close(model.center, 0.5 * teacher.mean((0, 1)))
+    loss.backward()
+    assert all(p.grad is None for p in model.teacher_backbone.parameters())
+    assert model.projector.last.grad.abs().sum() > 0
+    model.zero_grad()
+    model.set_progress(step=0, total_steps=10, epoch=0)
+    model(a, b).loss.backward()
+    assert not model.projector.last.grad.any() and model.projector.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_dino_teacher_is_an_ema_on_the_cosine_schedule_and_settings_are_checked():
+    model = dino("--loss.momentum=0.9")
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.teacher_backbone.parameters()]
+    model.set_progress(step=5, total_steps=10, epoch=0)     # halfway: m = 1 - 0.1 / 2
+    model.momentum_update()
+    for t, o, b in zip(model.teacher_backbone.parameters(), model.backbone.parameters(), before):
+        torch.testing.assert_close(t, 0.95 * b + 0.05 * o)
+    with pytest.raises(UserError, match="DINO trains one head"):
+        cfg("--model.method=dino", "--model.amcl=0", "--model.heads=2")
+    with pytest.raises(UserError, match="no AMCL form"):
+        cfg("--model.method=dino", "--model.amcl=1", "--model.heads=1")
+
+
+def test_simclr_with_local_views_is_the_multi_positive_nt_xent_of_all_views():
+    from ffcv_amcl.losses import multi_positive_nt_xent
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=simclr", "--model.amcl=0", "--model.heads=2", "--loss.temperature=0.2"))
+    (a, b), loc = views(), local_views()
+    out = model(a, b, local_views=loc)
+    with torch.no_grad():
+        z = model.project(torch.cat([a, b])).view(2, 2, 8, -1)
+        zl = model.project(loc).view(2, 3, 8, -1)
+    torch.testing.assert_close(out.loss.detach(), multi_positive_nt_xent(torch.cat([z, zl], 1), 0.2))
+    assert out.features.shape == (8 * 2, model.feature_dim)            # the online probe reads the global views
+    out.loss.backward()
+
+
+@pytest.mark.parametrize("method,amcl,needle", [("simclr", 1, "AMCL's contrastive forms pair each anchor"),
+                                                ("vicreg", 0, "VICReg's loss compares two views"),
+                                                ("simsiam", 1, "AMCL's siamese form tempers"),
+                                                ("byol", 1, "AMCL's siamese form tempers"),
+                                                ("barlow_twins", 0, "Barlow Twins' cross-correlation pairs"),
+                                                ("moco", 1, "MoCo's local queries join its InfoNCE"),
+                                                ("simclr", 0, None), ("dino", 0, None), ("byol", 0, None),
+                                                ("moco", 0, None)])
+def test_local_crops_are_refused_where_a_method_cannot_use_them(method, amcl, needle):
+    c = cfg(f"--model.method={method}", f"--model.amcl={amcl}", "--model.heads=1")
+    c.data.local_crops = 4
+    if needle is None:
+        METHODS[method].check_config(c, 1)
+        return
+    with pytest.raises(UserError, match=needle):
+        METHODS[method].check_config(c, 1)
+
+
+@pytest.mark.parametrize("method", ["simsiam", "byol"])
+def test_siamese_methods_predict_the_global_targets_from_every_view(method):
+    """Local views' predictions join the loss (multi_view_* of all predictions against the global views'
+    targets: the online projections for SimSiam, the momentum target's for BYOL)."""
+    from ffcv_amcl.losses import multi_view_byol_loss, multi_view_negative_cosine
+
+    torch.manual_seed(0)
+    model = build_model(cfg(f"--model.method={method}", "--model.amcl=0", "--model.heads=2"))
+    (a, b), loc = views(), local_views()
+    out = model(a, b, local_views=loc)
+    with torch.no_grad():
+        x = torch.cat([a, b])
+        p = torch.cat([model.predictor(model.project(x)).view(2, 2, 8, -1),
+                       model.predictor(model.project(loc)).view(2, 3, 8, -1)], 1)
+        t = model.project(x, target=method == "byol").view(2, 2, 8, -1)
+    loss = multi_view_byol_loss if method == "byol" else multi_view_negative_cosine
+    torch.testing.assert_close(out.loss.detach(), loss(p, t))
+
+
+def test_moco_local_queries_meet_both_global_keys_and_are_not_enqueued():
+    from ffcv_amcl.losses import info_nce_queue
+
+    torch.manual_seed(0)
+    model = build_model(cfg("--model.method=moco", "--model.amcl=0", "--model.heads=2", "--loss.temperature=0.2"))
+    (a, b), loc = views(), local_views(crops=2)
+    queue = model.queue.clone()
+    loss = model(a, b, local_views=loc).loss
+    with torch.no_grad():
+        # batches as the model forms them (BatchNorm): the global views together, the local views together
+        q = [*model.project(torch.cat([a, b])).split(8, 1), *model.project(loc).split(8, 1)]
+        k = F.normalize(model.project(torch.cat([a, b]), target=True), dim=-1).split(8, 1)
+    terms = [info_nce_queue(q[0], k[1], queue, 0.2), info_nce_queue(q[1], k[0], queue, 0.2)]
+    terms += [info_nce_queue(ql, kg, queue, 0.2) for ql in q[2:] for kg in k]
+    torch.testing.assert_close(loss.detach(), sum(terms) / 6)
+    assert int(model.queue_ptr) == 16                                  # the global views' keys only
+
+
+@pytest.mark.parametrize("method", ["dino", "simclr"])
+def test_train_step_passes_a_batchs_local_views(method):
+    """A loader batch (view_a, view_b, labels, local_views) trains through train_step: the local views change the
+    loss, and the step gives the same loss as the model called with them."""
+    from ffcv_amcl.optim import WarmupCosine, make_optimizer
+    from ffcv_amcl.train import train_step
+
+    (a, b), loc = views(), local_views()
+    losses = []
+    for batch in ((a, b, torch.zeros(8), loc), (a, b, torch.zeros(8))):
+        torch.manual_seed(0)
+        model = build_model(cfg(f"--model.method={method}", "--model.amcl=0", "--model.heads=1",
+                                "--model.pred_hidden=8"))
+        with torch.no_grad():
+            expect = model(*batch[:2], **({"local_views": batch[3]} if len(batch) > 3 else {})).loss
+        torch.manual_seed(0)
+        model = build_model(cfg(f"--model.method={method}", "--model.amcl=0", "--model.heads=1",
+                                "--model.pred_hidden=8"))
+        opt = make_optimizer(model, lr=0.1)
+        out = train_step(model, batch, opt, torch.amp.GradScaler("cpu", enabled=False), WarmupCosine(0.1, 10), 0)
+        torch.testing.assert_close(out.loss, expect)
+        losses.append(out.loss)
+    assert losses[0] != losses[1]

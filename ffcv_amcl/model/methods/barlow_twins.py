@@ -15,6 +15,8 @@ class BarlowTwins(SSLModel):
 
     method = "barlow_twins"
     amcl_kind = "barlow"
+    refusals = {"local_views": "Barlow Twins' cross-correlation pairs two views of equal size (Zbontar et al. "
+                               "2021): set --data.local_crops=0"}
 
     @classmethod
     def defaults(cls, cfg) -> dict:

@@ -14,6 +14,7 @@ separation monitor's positive and negative pairs).
 from __future__ import annotations
 
 import copy
+import math
 from typing import NamedTuple
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses.amcl import AMCLLoss, build_amcl_loss, forms_of
-from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
+from ffcv_amcl.model.backbone import feature_dim_of, make_backbone
 
 # Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
 UNSET = {"loss.temperature": 0.0, "loss.beta": -1.0, "model.proj_dim": 0, "model.proj_hidden": 0,
@@ -43,14 +44,17 @@ class SSLModel(nn.Module):
 
     method = "?"
     options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
-    amcl_kind = "contrastive"       # the kind of AMCL loss the method uses (losses/amcl/factory.py)
+    amcl_kind: str | None = "contrastive"   # the kind of AMCL loss the method uses (losses/amcl/factory.py);
+                                            # None: the method has no AMCL form
     local_views = False             # whether forward takes the multi-crop views: model(a, b, local_views=...)
+    refusals: dict[str, str] = {}   # why the method refuses "amcl" (amcl_kind None) or "local_views" (local_views
+                                    # False), one line each
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
         m = cfg.model
         self.heads, self.amcl = m.heads, bool(m.amcl)
-        self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size)
+        self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size, patch_size=m.patch_size)
         self.feature_dim = self.backbone.feature_dim
         self.global_batch = global_batch
         self.seed = cfg.training.seed
@@ -83,8 +87,10 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not cfg.data.local_crops or cls.local_views,
-              f"model.method={cls.method} trains on the two global views only: set --data.local_crops=0")
+        check(not local_crops(cfg) or cls.local_views, cls.refusals.get("local_views", ""))
+        if cls.amcl_kind is None:
+            check(not cfg.model.amcl, cls.refusals["amcl"])
+            return
         forms = forms_of(cls.amcl_kind)
         check(not cfg.model.amcl or l.amcl_form in forms,
               f"loss.amcl_form={l.amcl_form} needs negatives, which {cls.method} has none of: use one of "
@@ -138,6 +144,11 @@ def ema_(target: nn.Module, online: nn.Module, m: float) -> None:
     torch._foreach_add_(t, o, alpha=1.0 - m)
 
 
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """BYOL's and DINO's EMA schedule, base -> 1 on a cosine: 1 - (1 - base) (cos(pi k / K) + 1) / 2."""
+    return 1 - (1 - base) * (math.cos(math.pi * step / total_steps) + 1) / 2
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     twin = copy.deepcopy(module)
     for p in twin.parameters():
@@ -145,5 +156,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
+def local_crops(cfg) -> int:
+    """The run's number of multi-crop local views per image (data.local_crops; 0 where the data path has none)."""
+    return getattr(cfg.data, "local_crops", 0)
+
+
 def feature_dim(cfg) -> int:
-    return FEATURE_DIMS[cfg.model.arch]
+    return feature_dim_of(cfg.model.arch, cfg.model.patch_size)

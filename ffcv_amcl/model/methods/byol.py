@@ -1,12 +1,10 @@
 """BYOL: online backbone/projector/predictor regress a momentum target (momentum loss.momentum -> 1, cosine)."""
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ffcv_amcl.losses import byol_loss
-from ffcv_amcl.model.methods.base import ema_, feature_dim, frozen_copy
+from ffcv_amcl.losses import byol_loss, multi_view_byol_loss
+from ffcv_amcl.model.methods.base import cosine_momentum, ema_, feature_dim, frozen_copy
 from ffcv_amcl.model.methods.simsiam import SimSiam
 
 
@@ -32,8 +30,7 @@ class BYOL(SimSiam):
         return (self.target_backbone, self.target_projector) if target else (self.backbone, self.projector)
 
     def current_momentum(self) -> float:
-        """BYOL's schedule: 1 - (1 - m0) (cos(pi k / K) + 1) / 2."""
-        return 1 - (1 - self.base_momentum) * (math.cos(math.pi * self.step / self.total_steps) + 1) / 2
+        return cosine_momentum(self.base_momentum, self.step, self.total_steps)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
@@ -47,3 +44,6 @@ class BYOL(SimSiam):
 
     def classic_loss(self, pa, pb, ta, tb):
         return byol_loss(pa, pb, ta, tb, validate=False)
+
+    def multi_crop_loss(self, p, t):
+        return multi_view_byol_loss(p, t, validate=False)

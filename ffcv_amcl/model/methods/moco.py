@@ -9,17 +9,19 @@ from ffcv_amcl import distributed as dist
 from ffcv_amcl.errors import check
 from ffcv_amcl.model.heads import MultiHeadProjector
 from ffcv_amcl.model.methods import moco_strategies
-from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy
+from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy, local_crops
 
 
 class MoCo(SSLModel):
     """Options on this path: MoCHi (synthetic hard negatives from each query's hardest queue members, after
     `loss.mochi_start` epochs; never enqueued) and ASCL (soft targets over the queue; one direction, query
-    from view a, key from view b, which may be weakly augmented via data.augs_b)."""
+    from view a, key from view b, which may be weakly augmented via data.augs_b). Multi-crop local views are
+    extra queries (one batch through the query encoder) against the global views' keys; they are not enqueued."""
 
     method = "moco"
     amcl_kind = "contrastive"
     options = ("mochi", "ascl")
+    local_views = True
 
     @classmethod
     def defaults(cls, cfg) -> dict:
@@ -43,6 +45,9 @@ class MoCo(SSLModel):
             check(l.ascl_variant == "ascl" or (float(l.ascl_k).is_integer() and 1 <= l.ascl_k <= n),
                   f"loss.ascl_k={l.ascl_k}: the {l.ascl_variant} variant takes a whole number of neighbours between 1 "
                   f"and the {n} candidates per query (loss.topk)")
+        check(not local_crops(cfg) or not (cfg.model.amcl or mochi or ascl),
+              "MoCo's local queries join its InfoNCE, while AMCL, MoCHi and ASCL pair each query with one key: use "
+              "--model.amcl=0 without MoCHi or ASCL with --data.local_crops, or --data.local_crops=0")
         per_step = cfg.training.batch_size * world_size * (1 if ascl else 2)   # keys enqueued per step
         check(l.queue_size >= per_step, f"loss.queue_size={l.queue_size} is smaller than the {per_step} keys "
                                         f"enqueued per step: raise the queue or lower training.batch_size")
@@ -83,12 +88,16 @@ class MoCo(SSLModel):
         self.queue.index_copy_(1, idx, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + n) % K)
 
-    def forward(self, view_a, view_b):
+    def forward(self, view_a, view_b, local_views=None):
         queue = self.queue.clone()          # enqueued below; autograd needs the version it saw
         queries, keys = self.objective.views(view_a, view_b)
         h, q = self.embed(queries)
         k = self._keys(keys)
-        loss = self.objective(q, k, queue, self.mixing(q, queue, step=self.step, epoch=self.epoch))
+        extra = self.mixing(q, queue, step=self.step, epoch=self.epoch)
+        if local_views is None:
+            loss = self.objective(q, k, queue, extra)
+        else:
+            loss = self.objective(q, k, queue, extra, local=self.project(local_views))
         self._enqueue(k)
         # one-way (ASCL): views b are only keys, so their projections are the momentum encoder's
         return self.output(loss, h, q if q.shape[1] == 2 * view_a.shape[0] else torch.cat([q, k], dim=1))

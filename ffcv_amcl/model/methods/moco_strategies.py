@@ -32,17 +32,22 @@ class OneWay:
 
 
 class InfoNCE(Symmetric):
-    """MoCo v2's InfoNCE at a fixed temperature, averaged over the two directions."""
+    """MoCo v2's InfoNCE at a fixed temperature, averaged over the two directions; with multi-crop local queries
+    (C, N B, D), averaged over every (query view, other global view's key) pair."""
 
     def __init__(self, temperature: float):
         self.temperature = temperature
 
-    def __call__(self, q, k, queue, extra=None):
+    def __call__(self, q, k, queue, extra=None, local=None):
         B = q.shape[1] // 2
         ea, eb = (None, None) if extra is None else (extra[:, :B], extra[:, B:])
         t = self.temperature
-        return 0.5 * (info_nce_queue(q[:, :B], k[:, B:], queue, t, extra_negatives=ea, validate=False)
-                      + info_nce_queue(q[:, B:], k[:, :B], queue, t, extra_negatives=eb, validate=False))
+        pairs = [info_nce_queue(q[:, :B], k[:, B:], queue, t, extra_negatives=ea, validate=False),
+                 info_nce_queue(q[:, B:], k[:, :B], queue, t, extra_negatives=eb, validate=False)]
+        if local is not None:     # each local query against both global keys
+            for q_local in local.split(B, dim=1):
+                pairs += [info_nce_queue(q_local, key, queue, t, validate=False) for key in k.split(B, dim=1)]
+        return sum(pairs) / len(pairs)
 
 
 class AMCLQueue(Symmetric):
