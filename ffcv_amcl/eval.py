@@ -21,6 +21,7 @@ from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import load_checkpoint, restore_model, saved_settings
 from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.config import beton_samples, parse_argv
+from ffcv_amcl.data.beton import check_pair
 from ffcv_amcl.errors import UserError, check, check_output_file, cli
 from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
 
@@ -36,6 +37,7 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
     check(bool(val_path), "data.val_dataset is empty: pass --data.val_dataset=path/to/test.beton")
     beton_samples(train_path, "data.train_dataset")
     beton_samples(val_path, "data.val_dataset")
+    check_pair(train_path, val_path)
 
     info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
     machine.set_torch_threads(d["training.threads"])

@@ -118,7 +118,7 @@ def _check_common(path, batch_size, image_size, device):
         torch.device(device)
     except (RuntimeError, TypeError):
         raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    validate_beton(path)
+    return validate_beton(path)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
@@ -272,8 +272,9 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
     """Sequential single-view loader: centred square crop (side centre_ratio * min(H, W)),
     resized to image_size. centre_ratio defaults to 1.0 when the stored images are at most
     image_size * 8/7 on their short side (CIFAR: the whole image) and 0.875 otherwise (the
-    usual ImageNet resize-256 / crop-224)."""
-    _check_common(path, batch_size, image_size, device)
+    usual ImageNet resize-256 / crop-224). A batch larger than the set is the set (FFCV allocates whole batches)."""
+    samples = _check_common(path, batch_size, image_size, device)
+    batch_size = min(int(batch_size), samples)
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import OrderOption
     from ffcv.reader import Reader

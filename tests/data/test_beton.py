@@ -115,24 +115,48 @@ def test_loader_thread_failure_ends_the_epoch_with_one_line(betons, monkeypatch)
         next(batches)
 
 
-@pytest.mark.timeout(60)
-def test_flipped_jpeg_bytes_decode_without_hang_or_crash(betons, tmp_path):
-    """Damage inside the pixels cannot be seen in the tables: it must still load (garbled), not hang."""
+def with_damaged_jpegs(src, dst, samples):
+    """Copy the jpg .beton src to dst with the JPEG start marker of `samples` zeroed, and a sidecar stamped for
+    the copy (as if it had been written so): only the JPEG check can tell."""
     from ffcv.reader import Reader
 
-    from ffcv_amcl.data.beton import validate_beton
-    from ffcv_amcl.data.loader import make_eval_loader
+    from ffcv_amcl.data.meta import read_meta, write_meta
 
-    src = betons["jpg"]
     r = Reader(str(src))
     blob = bytearray(src.read_bytes())
-    for ptr, size in zip(r.alloc_table["ptr"], r.alloc_table["size"]):
-        blob[int(ptr) + int(size) // 2: int(ptr) + int(size) // 2 + 8] = b"\xff" * 8
-    bad = tmp_path / "pixels.beton"
-    bad.write_bytes(bytes(blob))
-    assert validate_beton(bad) == N
-    labels = np.concatenate([y.numpy() for _, y in make_eval_loader(bad, 16, num_workers=1)])
-    np.testing.assert_array_equal(labels, r.metadata["f1"])
+    for i in samples:
+        ptr = int(r.metadata["f0"]["data_ptr"][i])
+        assert blob[ptr:ptr + 2] == b"\xff\xd8"           # SOI
+        blob[ptr:ptr + 2] = b"\0\0"
+    dst.write_bytes(bytes(blob))
+    write_meta(dst, {k: v for k, v in read_meta(src).items() if k != "fingerprint"})
+    return dst, r.metadata["f1"]
+
+
+@pytest.mark.timeout(60)
+def test_damaged_jpeg_pixels_are_found_by_the_check_and_never_hang(betons, tmp_path, capsys):
+    """JPEG data that does not decode cannot be seen in the tables: every read decodes a sample of the JPEG images
+    and refuses the file when one fails; the check command decodes all of them. A damaged image outside the sample
+    still loads (FFCV leaves its view garbled), without a hang or a crash."""
+    from ffcv_amcl.data.beton import jpeg_indices, main, read_tables, validate_beton
+    from ffcv_amcl.data.loader import make_eval_loader
+
+    every, _ = with_damaged_jpegs(betons["jpg"], tmp_path / "every.beton", range(N))
+    with pytest.raises(UserError, match=r"every\.beton is not a readable \.beton \(16 of the 16 JPEG images checked "
+                                        r"do not decode, sample 0 first\): rewrite it with write_datasets\.py"):
+        validate_beton(every)
+    sampled = set(jpeg_indices(read_tables(betons["jpg"], "x")).tolist())
+    assert len(sampled) == 16 and {0, N - 1} <= sampled
+    hidden = min(set(range(N)) - sampled)
+    one, labels = with_damaged_jpegs(betons["jpg"], tmp_path / "one.beton", [hidden])
+    assert validate_beton(one) == N
+    got = np.concatenate([y.numpy() for _, y in make_eval_loader(one, 16, num_workers=1)])
+    np.testing.assert_array_equal(got, labels)
+    with pytest.raises(SystemExit) as code:
+        main([str(betons["jpg"]), str(one)])
+    out, err = capsys.readouterr()
+    assert code.value.code == 2 and f"{N} images ({N} stored as JPEG, all decode)" in out
+    assert f"1 of the {N} JPEG images checked do not decode, sample {hidden} first" in err, err
 
 
 @pytest.mark.parametrize("command", ["train", "preview"])
