@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -94,7 +95,9 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     the file is missing, truncated, foreign or of another format."""
     path = check_input_file(path, "checkpoint", "check the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():     # the unpickler's notes on a foreign file: the file is refused below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
         first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])[:160]
@@ -174,7 +177,8 @@ def check_finite(weights: dict, path: str | os.PathLike) -> None:
     path = Path(path)
     names = ", ".join(f"{k} ({n})" for k, n in list(bad.items())[:3]) + (", ..." if len(bad) > 3 else "")
     older = [p for p in list_checkpoints(path.parent) if _step(p) < _step(path)]
-    fix = f"use the newest earlier checkpoint, {older[0]}" if older else "start the run over (it has no earlier checkpoint)"
+    fix = (f"use the newest earlier checkpoint, {older[0]}" if older
+           else "start the run over (it has no earlier checkpoint)")
     raise UserError(f"checkpoint {path} holds non-finite weights ({sum(bad.values())} NaN/inf values, in {names}): "
                     f"the run diverged before it was saved, and nothing can be resumed, evaluated or exported from "
                     f"it; {fix}")

@@ -26,7 +26,6 @@ from fastargs.validation import Checker
 from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
 from ffcv_amcl.errors import ArgumentParser, UserError, check, check_input_file, warn
 from ffcv_amcl.limits import check_limits
-from ffcv_amcl.machine import usable_cores
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCHS
 from ffcv_amcl.model.methods import METHODS
@@ -147,9 +146,9 @@ SPEC = {
     "data": ("Data", dict(
         train_dataset=Param(Text(), "training .beton (write_datasets.py)", required=True),
         val_dataset=text("", "held-out .beton for the kNN monitor ('' = no kNN)"),
-        num_workers=integer(-1, -1, usable_cores(), "FFCV loader threads (-1 = every usable core; at most the "
-                                                    "usable cores, numba's thread limit); torch's own threads are "
-                                                    "training.threads"),
+        num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core; more than the usable "
+                                        "cores, numba's thread limit, are that many); torch's own threads are "
+                                        "training.threads"),
         image_size=integer(32, 8, desc="side of the augmented views, px"),
         augs=text("default", f"augmentations of view a: {AUGS_HELP}"),
         augs_b=text("", "augmentations of view b, as data.augs ('' = the same as data.augs; ASCL: 'ae' = weak key "
@@ -436,7 +435,7 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
           "--loss.amcl_form=hetero with --loss.ascl=1, or --model.amcl=0")
     METHODS[m.method].check_config(cfg, world_size)
     if t.resume not in ("auto", "none"):
-        check_input_file(t.resume, "training.resume", "give a checkpoint path, auto or none")
+        check_input_file(t.resume, "training.resume=", "give a checkpoint path, auto or none")
     facts, sizes = _file_facts(cfg, world_size) if check_files else ({}, {})
     check_limits(cfg, {**facts, **sizes}, feature_dim(cfg))
     return facts
@@ -450,14 +449,15 @@ def _file_facts(cfg: SimpleNamespace, world_size: int) -> tuple[dict, dict]:
     d, t = cfg.data, cfg.training
     train = dataset_facts(d.train_dataset, "data.train_dataset")
     facts, sizes = {"train_samples": train["num_samples"]}, {"train_max_side": train["max_side"]}
+    if d.val_dataset:
+        val = dataset_facts(d.val_dataset, "data.val_dataset")
+        facts["val_samples"], sizes["eval_max_side"] = val["num_samples"], max(val["max_side"], train["max_side"])
     global_batch = t.batch_size * world_size
     check(train["num_samples"] >= global_batch,
           f"training.batch_size={t.batch_size} x {world_size} process(es) needs {global_batch} images per "
           f"step but {d.train_dataset} holds {train['num_samples']}: lower --training.batch_size")
     if d.val_dataset:
-        val = dataset_facts(d.val_dataset, "data.val_dataset")
         check_pair(d.train_dataset, d.val_dataset)
-        facts["val_samples"], sizes["eval_max_side"] = val["num_samples"], max(val["max_side"], train["max_side"])
     return facts, sizes
 
 

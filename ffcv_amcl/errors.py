@@ -75,15 +75,16 @@ def user_io(path, action: str = "writing") -> Iterator[None]:
 
 
 def check_input_file(path, what: str, fix: str):
-    """`path` as a Path once it names a regular file; else one line naming `what`: not found (with `fix`), a
-    directory, or something other than a file."""
+    """`path` as a Path once it names a regular file; else one line naming `what` (a flag such as
+    'training.resume=' is joined to the path): not found (with `fix`), a directory, or something other than a file."""
     p = Path(path)
+    subject = f"{what}{p}" if what.endswith("=") else f"{what} {p}"
     if p.is_dir():
-        raise UserError(f"{what} {p} is a directory, not a file: give the path of the file inside it")
+        raise UserError(f"{subject} is a directory, not a file: give the path of the file inside it")
     if not p.exists():
-        raise UserError(f"{what} {p} not found: {fix}")
+        raise UserError(f"{subject} not found: {fix}")
     if not p.is_file():
-        raise UserError(f"{what} {p} is not a regular file: {fix}")
+        raise UserError(f"{subject} is not a regular file: {fix}")
     return p
 
 

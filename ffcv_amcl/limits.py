@@ -52,5 +52,6 @@ def check_limits(cfg, facts: dict, feature_dim: int) -> None:
     """One UserError line for the first setting past its bound."""
     for setting, value, bound, what in bounds(cfg, facts, feature_dim):
         if value > bound:
-            raise UserError(f"{setting}{' = ' if '+' in setting else '='}{value} exceeds {what}: lower {'them' if '+' in setting else 'it'} to "
-                            f"at most {bound}")
+            several = "+" in setting
+            raise UserError(f"{setting}{' = ' if several else '='}{value} exceeds {what}: lower "
+                            f"{'them' if several else 'it'} to at most {bound}")

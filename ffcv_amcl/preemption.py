@@ -63,6 +63,11 @@ class StopFlag:
         if signum == signal.SIGINT and os.environ.get("RANK", "0") == "0":
             os.write(2, b"\nCtrl-C: saving a checkpoint after this step (press Ctrl-C again to stop without saving)\n")
 
+    def follow(self) -> None:
+        """Stop with the other ranks when one of them was signalled (a scheduler signals them all: SIGTERM unless
+        this rank saw its own signal)."""
+        self.set, self.signal = True, self.signal or "SIGTERM"
+
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signal, 0)

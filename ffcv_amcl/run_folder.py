@@ -64,7 +64,8 @@ def start_over(folder: Path, overwrite: bool) -> None:
     for path in [*old, *others]:
         path.unlink(missing_ok=True)
     checkpoints = f"{len(old)} checkpoints ({old[-1].name} to {old[0].name})" if len(old) > 1 else old[0].name
-    warn(f"training.overwrite=1 deleted the earlier run in {folder}: {', '.join([checkpoints, *(p.name for p in others)])}")
+    removed = ", ".join([checkpoints, *(p.name for p in others)])
+    warn(f"training.overwrite=1 deleted the earlier run in {folder}: {removed}")
 
 
 def prepare_folder(folder: Path, *, is_main: bool, resume: str, overwrite: bool):

@@ -110,6 +110,8 @@ def train_epoch(run: Run) -> EpochResult:
         res.stopped = run.stop.set
         if info.distributed:  # every rank must stop at the same step
             res.stopped = res.steps % t.log_every == 0 and dist.any_rank(run.stop.set)
+            if res.stopped:
+                run.stop.follow()
         run.finished = res.stopped or (bool(t.max_steps) and run.step >= t.max_steps)
         if run.finished:
             break
@@ -124,7 +126,7 @@ def save_preempted(run: Run, res: EpochResult) -> None:
     partial = run.stats.state()
     run.checkpoint(res.batches, partial)
     if run.info.is_main:
-        print(f"stopped by {run.stop.signal or 'SIGTERM'} at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
+        print(f"stopped by {run.stop.signal} at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
               f"{run.steps_per_epoch}); saved {run.last_ckpt}; continue with the same command "
               f"(--training.resume=auto)", file=sys.stderr, flush=True)
     run.losses += run.stats.summary()["step_losses"]

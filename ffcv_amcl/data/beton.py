@@ -78,10 +78,9 @@ def check_pair(train, val, what: tuple[str, str] = ("data.train_dataset", "data.
     score one set's classes against another's)."""
     sides = [(name, read_meta(path, name), beton_facts(path, name)) for name, path in zip(what, (train, val))]
     (a, meta_a, facts_a), (b, meta_b, facts_b) = sides
-    classes_a, classes_b = meta_a.get("classes"), meta_b.get("classes")
-    if classes_a is not None and classes_b is not None and list(classes_a) != list(classes_b):
-        raise UserError(f"{b} {val} has {_classes(classes_b)} but {a} {train} has {_classes(classes_a)}: "
-                        f"evaluation needs the validation split of the same dataset; pass the matching files")
+    if not _same_classes(meta_a, meta_b):
+        raise UserError(f"{b} {val} has {_classes(meta_b)} but {a} {train} has {_classes(meta_a)}: evaluation "
+                        f"needs the validation split of the same dataset; pass the matching files")
     shape_a, shape_b = facts_a["image_shape"], facts_b["image_shape"]
     if shape_a and shape_b and shape_a != shape_b:
         raise UserError(f"{b} {val} holds {shape_b[0]}x{shape_b[1]} images but {a} {train} holds "
@@ -89,7 +88,18 @@ def check_pair(train, val, what: tuple[str, str] = ("data.train_dataset", "data.
                         f"pass the matching files")
 
 
-def _classes(names) -> str:
+def _same_classes(a: dict, b: dict) -> bool:
+    """The class names agree when both sidecars list them, else the class counts when both give them."""
+    for key in ("classes", "num_classes"):
+        if a.get(key) is not None and b.get(key) is not None:
+            return list(a[key]) == list(b[key]) if key == "classes" else a[key] == b[key]
+    return True
+
+
+def _classes(meta: dict) -> str:
+    names = meta.get("classes")
+    if names is None:
+        return f"{meta.get('num_classes')} classes"
     shown = ", ".join(map(str, names[:4])) + (", ..." if len(names) > 4 else "")
     return f"{len(names)} classes ({shown})"
 

@@ -105,8 +105,9 @@ class GuardedLoader(Loader):
 
 
 def _workers(num_workers: int) -> int:
-    """num_workers, or every usable core for -1 (and 0)."""
-    return usable_cores() if num_workers is None or num_workers < 1 else int(num_workers)
+    """num_workers, at most the usable cores (numba refuses more threads than it started with); every usable core
+    for -1 (and 0)."""
+    return usable_cores() if num_workers is None or num_workers < 1 else min(int(num_workers), usable_cores())
 
 
 def _check_common(path, batch_size, image_size, device):

@@ -236,7 +236,8 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
         writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=min(workers, n))
         seconds = _run_writer(writer, guarded, path)
         guarded.raise_failure()
-        subject, fix = f"the file written for {path}", "nothing was written; write it again, or with --cfg.write_mode=raw"
+        subject = f"the file written for {path}"
+        fix = "nothing was written; write it again, or with --cfg.write_mode=raw"
         check_contents(tmp, read_tables(tmp, subject, fix), subject, fix, num_classes=num_classes,
                        jpegs=None if verify else JPEG_SAMPLE)
         mean, std = guarded.mean_std()
