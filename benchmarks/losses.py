@@ -3,17 +3,20 @@
   batched  ffcv_amcl.losses.amcl.AMCLContrastive: all C heads in one einsum, phi once per view, one top-k.
   loop     the same efficient math, one head at a time in a Python loop (2-D matmuls).
   ref      the reference implementation's formulation (benchmarks.common.ReferenceAMCL): a loop over heads and
-           both directions that expands the negatives to B x (2B-2) x D and runs phi on every anchor-negative pair.
+           both directions that expands the negatives to B x (2B-2) x D and runs phi on every anchor-negative pair
+           (ref form only).
 
-All three compute the same loss (checked here). Peak memory of one forward + backward above what was live before
+Each AMCL form in --forms (default: ref and the default hetero) is measured; batched and loop share the form's
+per-anchor terms (ffcv_amcl.losses.amcl.forms). All three compute the same loss (checked here). Peak memory of one forward + backward above what was live before
 it: on CUDA torch.cuda.max_memory_allocated; on the CPU the peak of the allocator's running total recorded by
 torch.profiler(profile_memory=True) (tracemalloc does not see torch's allocations, and RSS keeps freed pages).
 
-    python -m benchmarks.losses --device cpu [--repeats 5] [--heads 1 3 8] [--json out.json]
+    python -m benchmarks.losses --device cpu [--repeats 5] [--heads 1 3 8] [--forms ref hetero] [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -22,10 +25,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import ProcessClock, ReferenceAMCL, reference_head_loss
+from benchmarks.common import ProcessClock, ReferenceAMCL
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.errors import UserError, cli
-from ffcv_amcl.losses.amcl import AMCLContrastive
+from ffcv_amcl.losses.amcl import FORMS, AMCLContrastive
+from ffcv_amcl.losses.amcl.candidates import pick
+from ffcv_amcl.losses.temperature import pair_tau
 from ffcv_amcl.profile import Clock
 
 
@@ -43,15 +48,17 @@ def loop_loss(m: AMCLContrastive, za: torch.Tensor, zb: torch.Tensor) -> torch.T
     total = za.new_zeros(())
     for c in range(C):
         z = F.normalize(torch.cat([za[c], zb[c]]), dim=-1)
-        p = m.phi(z)
-        s_all, a_all = z @ z.T, p @ p.T
-        s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
+        p = m.phi(m.phi_input(z))
+        s_all = z @ z.T
         with torch.no_grad():
-            candidates = s_all.detach().clone()
+            excluded = s_all.detach()                      # in place: only pick reads s_all
             for offset in (0, B, -B):
-                candidates.diagonal(offset).fill_(float("-inf"))
-            idx = candidates.topk(k, dim=-1).indices
-        total = total + reference_head_loss(m, s_pos, a_pos, s_all.gather(-1, idx), a_all.gather(-1, idx))
+                excluded.diagonal(offset).fill_(float("-inf"))
+            idx = excluded.topk(k, dim=-1).indices
+        s_neg, a_neg = pick(s_all, idx), pick(p @ p.T, idx)
+        s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
+        tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_neg, m.tau_min, m.tau_max)
+        total = total + m.FORMS[m.form].terms(s_pos, tau_p, s_neg, tau_n, m.settings).mean()
     return total
 
 
@@ -124,7 +131,7 @@ def rel(a, b):
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-HEADER = (f"{'C':>2} {'batched ms':>11} {'loop ms':>9} {'ref ms':>10} {'batched MiB':>12} {'loop MiB':>9} "
+HEADER = (f"{'form':<6} {'C':>2} {'batched ms':>11} {'loop ms':>9} {'ref ms':>10} {'batched MiB':>12} {'loop MiB':>9} "
           f"{'ref MiB':>9} {'vs loop':>8} {'vs ref':>8} {'max rel diff':>13}")
 
 
@@ -136,10 +143,10 @@ def print_row(row: dict) -> None:
 
     tb, tl, tr = val("batched_ms"), val("loop_ms"), val("ref_ms")
     na = lambda v, spec: "-" if math.isnan(v) else format(v, spec)  # noqa: E731
-    ref_label = ("  (ref skipped: --ref-heads)" if math.isnan(tr) else
+    ref_label = ("" if row.get("form", "ref") != "ref" else "  (ref skipped: --ref-heads)" if math.isnan(tr) else
                  "" if row["ref_batch"] == row["batch"] else f"  (ref at B={row['ref_batch']})")
     vs_ref = "-" if math.isnan(tr) else f"{tr / tb:.1f}x"
-    print(f"{row['heads']:>2} {tb:>11.1f} {tl:>9.1f} {na(tr, '.1f'):>10} {val('batched_mib'):>12.1f} "
+    print(f"{row.get('form', 'ref'):<6} {row['heads']:>2} {tb:>11.1f} {tl:>9.1f} {na(tr, '.1f'):>10} {val('batched_mib'):>12.1f} "
           f"{val('loop_mib'):>9.1f} {na(val('ref_mib'), '.1f'):>9} {tl / tb:>7.2f}x {vs_ref:>8} "
           f"{val('max_rel_diff'):>13.1e}{ref_label}", flush=True)
 
@@ -169,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--heads", type=int, nargs="+", default=[1, 3, 8])
     ap.add_argument("--topk", type=int, default=100)
+    ap.add_argument("--forms", nargs="+", choices=FORMS, default=["ref", "hetero"],
+                    help="AMCL forms to measure (the reference formulation runs for ref only)")
     ap.add_argument("--repeats", type=int, default=10, help="timed runs of batched and loop (best of)")
     ap.add_argument("--ref-repeats", type=int, default=1, help="timed runs of the reference formulation")
     ap.add_argument("--ref-batch", type=int, default=None,
@@ -210,14 +219,14 @@ def main(argv=None) -> int:
     print(f"# speedup = time(other) / time(batched): >1 means batched is faster")
     print(HEADER)
     rows = []
-    for C in args.heads:
+    for form, C in itertools.product(args.forms, args.heads):
         torch.manual_seed(C)
-        m = AMCLContrastive(args.dim, C, topk=args.topk, form="ref", validate=False).to(device)
+        m = AMCLContrastive(args.dim, C, topk=args.topk, form=form, validate=False).to(device)
         za = torch.randn(C, args.batch, args.dim, device=device, requires_grad=True)
         zb = torch.randn(C, args.batch, args.dim, device=device, requires_grad=True)
         (tb, mb, vb, gb), (tl, ml, vl, gl) = measure([batched_loss, loop_loss], m, za, zb, device, args.repeats, 1,
                                                       clock)
-        run_ref = C in args.ref_heads or device == "cuda"
+        run_ref = form == "ref" and (C in args.ref_heads or device == "cuda")
         ra, rb = za, zb
         if ref_batch != args.batch:
             ra = za.detach()[:, :ref_batch].clone().requires_grad_()
@@ -230,7 +239,7 @@ def main(argv=None) -> int:
         diff = max(rel(vl, vb), *(rel(a, b) for a, b in zip(gl, gb)))
         if run_ref and ref_batch == args.batch:
             diff = max(diff, rel(vr, vb), *(rel(a, b) for a, b in zip(gr, gb)))
-        row = dict(heads=C, batch=args.batch, ref_batch=ref_batch, dim=args.dim, device=device, machine=name,
+        row = dict(form=form, heads=C, batch=args.batch, ref_batch=ref_batch, dim=args.dim, device=device, machine=name,
                    clock=args.clock,
                    batched_ms=tb, loop_ms=tl, ref_ms=tr, batched_mib=mb / 2**20, loop_mib=ml / 2**20,
                    ref_mib=mr / 2**20, speedup_vs_loop=tl / tb, speedup_vs_ref=tr / tb, max_rel_diff=diff)

@@ -31,7 +31,7 @@ from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import find_latest, restore_model, saved_settings
 from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.errors import ArgumentParser, check, cli, user_io, warn
-from ffcv_amcl.model.methods.base import view_pair_masks
+from ffcv_amcl.model.diagnostics import temperature_pairs, view_pair_masks
 from ffcv_amcl.monitoring.metrics import METRICS_FILE, read_metrics
 from ffcv_amcl.monitoring.names import (EPOCH, KINDS, KNN_TOP1, LOSS, LR, ONLINE_LINEAR_TOP1, STEP, TAU_STATS,
                                         head_field, heads, tau_mean, tau_stat)
@@ -94,14 +94,14 @@ def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_
 @torch.no_grad()
 def head_pairs(model, view_a, view_b) -> dict:
     """Per head: cosine similarities of positive and negative pairs of views, and (AMCL) the temperatures the
-    loss gives the pairs it compares (the model's `temperature_pairs`: the loss's own formula)."""
+    loss gives the pairs it compares (model/diagnostics.py's `temperature_pairs`: the loss's own formula)."""
     n = view_a.shape[0]
     zn = F.normalize(model.project(torch.cat([view_a, view_b])).float(), dim=-1)     # (C, 2n, D)
     pos, neg = view_pair_masks(n, zn.device)
     sim = torch.einsum("cid,cjd->cij", zn, zn)
     out = {"sim_pos": [s[pos].cpu().numpy() for s in sim], "sim_neg": [s[neg].cpu().numpy() for s in sim],
            "tau_pos": None, "tau_neg": None, "tau_kind": None}
-    pairs = model.temperature_pairs(view_a, view_b)
+    pairs = temperature_pairs(model, view_a, view_b)
     if pairs is None:
         if getattr(model, "amcl", False):
             warn("plots: temperature histograms skipped: this model's temperature network takes batches of "

@@ -19,6 +19,7 @@ before the model and loss stages, so on a CPU they do not share cores with it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -165,10 +166,23 @@ def time_model(trainee: Trainee, batch, warmup: int, steps: int, device: torch.d
     return steps * batch[0].shape[0] / clock.stop()
 
 
+@contextlib.contextmanager
 def projections_only(model: nn.Module, bank: torch.Tensor):
-    """The model's own forward fed from synthetic projections `bank` (C, 2B, D): every encoder returns the first
-    rows of the bank and a predictor (SimSiam, BYOL) passes through (SSLModel.fixed_projections)."""
-    return model.fixed_projections(bank)
+    """The model's own forward fed from synthetic projections `bank` (C, 2B, D), so that the method's loss runs
+    alone: within the block the instance's encoders (online and momentum) are a pass-through backbone and a
+    projector that returns the first rows of the bank, and a predictor (SimSiam, BYOL) passes through."""
+    skip = nn.Identity()
+    rows = lambda h: bank[:, : h.shape[0]]          # noqa: E731
+    model.encoders = lambda target: (skip, rows)    # shadows the class's encoders on this instance
+    predictor = getattr(model, "predictor", None)
+    if predictor is not None:
+        model.predictor = skip
+    try:
+        yield model
+    finally:
+        del model.encoders
+        if predictor is not None:
+            model.predictor = predictor
 
 
 def time_loss(trainee: Trainee, cfg, batch_size: int, warmup: int, steps: int, device: torch.device, *,

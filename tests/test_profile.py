@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from tests.train_helpers import REPO, digits_betons
@@ -81,7 +80,7 @@ def test_loss_stage_runs_the_configured_loss():
         assert torch.allclose(loss, expected)
         loss.backward()
         assert bank.grad is not None and bank.grad.abs().sum() > 0
-        assert "_encode" not in vars(model)                     # the hook is removed afterwards
+        assert "encoders" not in vars(model)                    # the shadow is removed afterwards
         assert model(torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32))[0].shape == ()
 
 
@@ -103,12 +102,15 @@ def test_loss_stage_isolates_every_method(extra):
                            "--model.proj_dim=16", "--model.proj_hidden=32", "--model.pred_hidden=8",
                            "--loss.queue_size=64", "--training.batch_size=8", *extra], check_files=False)
     model = build_model(cfg, device="cpu")
+    children = dict(model.named_children())
     bank = torch.randn(2, 16, 16, requires_grad=True)
     with projections_only(model, bank):
         loss = model(torch.empty(8, 1), torch.empty(8, 1)).loss
     loss.backward()
     assert torch.isfinite(loss) and bank.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.backbone.parameters())
+    assert dict(model.named_children()) == children and "encoders" not in vars(model)   # all restored
+    assert all(p.grad is None for p in getattr(model, "predictor", torch.nn.Identity()).parameters())
 
 
 def run_cli(*args):

@@ -18,11 +18,8 @@ def cross_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def barlow_twins(za: torch.Tensor, zb: torch.Tensor, lambd: float = 5e-3, *, validate: bool = True) -> torch.Tensor:
     """sum_l (1 - C_ll)^2 + lambd sum_{l!=m} C_lm^2 with C = x^T y / B of the standardised (unbiased std)
     projections, the same standardisation as AMCLBarlowTwins; za, zb (C, B, D)."""
-    named = {"za": za, "zb": zb}
-    C, B, D = checks.views("barlow_twins", named)
     lambd = checks.non_negative("barlow_twins", "lambd", lambd)
-    if validate:
-        checks.finite("barlow_twins", named)
+    checks.inputs("barlow_twins", validate, za=za, zb=zb)
     with full_precision(za):
         x, y = wide(za), wide(zb).to(wide(za).dtype)
         cc = cross_correlation(x, y)

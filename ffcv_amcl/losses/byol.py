@@ -14,10 +14,7 @@ def byol_loss(pa: torch.Tensor, pb: torch.Tensor, ta: torch.Tensor, tb: torch.Te
 
     pa, pb: online predictions of views a, b; ta, tb: target projections (detached here); all (C, B, D).
     """
-    named = {"pa": pa, "pb": pb, "ta": ta, "tb": tb}
-    checks.views("byol_loss", named)
-    if validate:
-        checks.finite("byol_loss", named)
+    checks.inputs("byol_loss", validate, pa=pa, pb=pb, ta=ta, tb=tb)
     with full_precision(pa):
         ca, cb = stopgrad_cosines(pa, pb, ta, tb)
         return ((2 - 2 * ca).mean(-1) + (2 - 2 * cb).mean(-1)).sum()

@@ -52,6 +52,14 @@ def views(owner: str, named: dict[str, torch.Tensor], *, heads: int | None = Non
     return shape
 
 
+def inputs(owner: str, validate: bool, **named: torch.Tensor) -> tuple[int, ...]:
+    """A pure loss's view stacks checked once: one shared (C, B, D) shape, and finite values when `validate`."""
+    shape = views(owner, named)
+    if validate:
+        finite(owner, named)
+    return shape
+
+
 def finite(owner: str, named: dict[str, torch.Tensor]) -> None:
     """Raise if any tensor holds NaN or inf; costs one host sync for all tensors together."""
     if not named:

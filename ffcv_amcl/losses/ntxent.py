@@ -10,11 +10,8 @@ from ffcv_amcl.losses.precision import full_precision, wide
 
 def nt_xent(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.5, *, validate: bool = True) -> torch.Tensor:
     """za, zb: (C, B, D) (C=1 is classic SimCLR); mean over all 2B anchors per head, summed over heads."""
-    named = {"za": za, "zb": zb}
-    C, B, D = checks.views("nt_xent", named)
     t = checks.positive("nt_xent", "temperature", temperature)
-    if validate:
-        checks.finite("nt_xent", named)
+    C, B, D = checks.inputs("nt_xent", validate, za=za, zb=zb)
     with full_precision(za):
         z = F.normalize(wide(torch.cat([za, zb], 1)), dim=-1)               # (C, 2B, D)
         n = 2 * B

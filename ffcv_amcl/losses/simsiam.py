@@ -19,10 +19,7 @@ def stopgrad_cosines(pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: t
 def negative_cosine(pa: torch.Tensor, pb: torch.Tensor, za: torch.Tensor, zb: torch.Tensor, *,
                     validate: bool = True) -> torch.Tensor:
     """Per head mean_b( -1/2 cos(pa, sg zb) - 1/2 cos(pb, sg za) ), summed over heads; all (C, B, D)."""
-    named = {"pa": pa, "pb": pb, "za": za, "zb": zb}
-    checks.views("negative_cosine", named)
-    if validate:
-        checks.finite("negative_cosine", named)
+    checks.inputs("negative_cosine", validate, pa=pa, pb=pb, za=za, zb=zb)
     with full_precision(pa):
         ca, cb = stopgrad_cosines(pa, pb, za, zb)
         return (-0.5 * ca - 0.5 * cb).mean(-1).sum()

@@ -1,7 +1,7 @@
 """Build the SSL model a config describes. The methods themselves live in ffcv_amcl/model/methods/, one module
 each; every one answers the same calls (see methods/base.py):
 
-    loss, stats = model(view_a, view_b)      # also model.compute_loss(view_a, view_b)
+    out = model(view_a, view_b)              # a StepOutput: out.loss, out.stats, out.features, out.pairs
     model.momentum_update()                  # after optimizer.step(): EMA of MoCo keys / BYOL target
 
 `forward` is the loss so that DistributedDataParallel sees the whole computation. `model.features(x)` is the

@@ -5,7 +5,6 @@ and the method's own defaults and checks (each subclass lists them; config.py as
     z = model.project(x)                      # (C, N, D) online projections; model.project(x, target=True):
                                               # the momentum encoder's (MoCo keys, BYOL targets)
     model.momentum_update()                   # after optimizer.step(): EMA of MoCo keys / BYOL target
-    model.temperature_pairs(view_a, view_b)   # AMCL: each head's temperatures of the pairs its loss uses
 
 Everything in a StepOutput but the loss is detached (no host sync): `stats`, per-head `tau_pos`/`tau_neg` (C,)
 when AMCL is on; `features`, the online views' backbone features (the online probe trains on them); `pairs`, the
@@ -13,18 +12,14 @@ loss's per-pair temperatures for the trainer's temperature health.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ffcv_amcl.errors import check
-from ffcv_amcl.losses import AMCLContrastive
-from ffcv_amcl.losses.amcl import FORMS
+from ffcv_amcl.losses.amcl import AMCLLoss, build_amcl_loss, forms_of
 from ffcv_amcl.model.backbone import FEATURE_DIMS, make_backbone
 
 # Settings whose config value means "the method's default" (config.py leaves them at these sentinels).
@@ -46,11 +41,11 @@ class SSLModel(nn.Module):
 
     method = "?"
     options: tuple[str, ...] = ()   # optional loss variants on this method's path: "mochi", "ascl"
-    amcl_forms: tuple[str, ...] = FORMS   # AMCL loss forms this method's AMCL loss has
+    amcl_kind = "contrastive"       # the kind of AMCL loss the method uses (losses/amcl/factory.py)
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
-        m, self.lcfg = cfg.model, cfg.loss
+        m = cfg.model
         self.heads, self.amcl = m.heads, bool(m.amcl)
         self.backbone = make_backbone(m.arch, stem=m.stem, image_size=image_size)
         self.feature_dim = self.backbone.feature_dim
@@ -59,7 +54,6 @@ class SSLModel(nn.Module):
         self.criterion = None
         # Set by the trainer before each step (schedules inside the model: BYOL momentum, MoCHi warm-up).
         self.step, self.total_steps, self.epoch = 0, 1, 0
-        self._bank: torch.Tensor | None = None
 
     input_dtype = torch.float32   # float64 for fp64 reference runs (build_model(..., dtype=torch.float64))
 
@@ -86,9 +80,10 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not cfg.model.amcl or l.amcl_form in cls.amcl_forms,
+        forms = forms_of(cls.amcl_kind)
+        check(not cfg.model.amcl or l.amcl_form in forms,
               f"loss.amcl_form={l.amcl_form} needs negatives, which {cls.method} has none of: use one of "
-              f"{', '.join(cls.amcl_forms)}")
+              f"{', '.join(forms)}")
 
     # -- the public projection API ----------------------------------------------------------------------------
 
@@ -102,79 +97,31 @@ class SSLModel(nn.Module):
         """(backbone, projector) of the online encoder, or of the momentum encoder when target=True."""
         return self.backbone, self.projector
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(backbone features (N, F), projections (C, N, D)) of the online encoder."""
-        if self._bank is not None:
-            return None, self._bank[:, : x.shape[0]]
-        h = self.backbone(x)
-        return h, self.projector(h)
+        backbone, projector = self.encoders(False)
+        h = backbone(x)
+        return h, projector(h)
 
     def project(self, x: torch.Tensor, *, target: bool = False) -> torch.Tensor:
         """(C, N, D) projections of a batch of N images by every head (online or momentum encoder)."""
-        if self._bank is not None:
-            return self._bank[:, : x.shape[0]]
         backbone, projector = self.encoders(target)
         return projector(backbone(x))
 
-    def output(self, loss: torch.Tensor, features: torch.Tensor | None) -> StepOutput:
+    def output(self, loss: torch.Tensor, features: torch.Tensor) -> StepOutput:
         """The StepOutput of a forward whose loss is `loss` (the AMCL loss's records when AMCL is on)."""
         stats, pairs = {}, {}
         if self.amcl:
-            stats = dict(self.criterion.last_stats)
-            pairs = dict(getattr(self.criterion, "last_pairs", {}) or {})
-        return StepOutput(loss, stats, None if features is None else features.detach(), pairs)
-
-    def predict(self, z: torch.Tensor) -> torch.Tensor:
-        """The predictor head (SimSiam, BYOL); passes through while fixed projections are injected."""
-        return z if self._bank is not None else self.predictor(z)
-
-    @contextlib.contextmanager
-    def fixed_projections(self, bank: torch.Tensor):
-        """Within the block every encoder returns the first rows of `bank` (C, N, D) and a predictor passes
-        through: the method's own loss runs alone, as the profiler's loss stage times it."""
-        self._bank = bank
-        try:
-            yield self
-        finally:
-            self._bank = None
+            stats, pairs = dict(self.criterion.last_stats), dict(self.criterion.last_pairs)
+        return StepOutput(loss, stats, features.detach(), pairs)
 
     @torch.no_grad()
     def momentum_update(self) -> None:
         """EMA step of a momentum encoder; nothing for methods without one."""
 
-    # -- AMCL ------------------------------------------------------------------------------------------------
-
-    def _amcl_loss(self, dim: int) -> AMCLContrastive:
-        l = self.lcfg
-        return AMCLContrastive(dim, self.heads, beta=l.beta, topk=l.topk, tau_min=l.tau_min, tau_max=l.tau_max,
-                               hidden=l.tau_hidden, form=l.amcl_form, nll_dim=l.nll_dim, validate=False)
-
-    @torch.no_grad()
-    def temperature_pairs(self, view_a: torch.Tensor, view_b: torch.Tensor) -> SimpleNamespace | None:
-        """Per head, the temperatures the loss gives the pairs it compares, for diagnostics: a namespace of
-        tau (C, M, M'), boolean masks pos and neg (M, M') and kind; None without AMCL. Contrastive methods:
-        the 2n views [a; b], each unordered pair once, positives (i, i + n), negatives different images."""
-        if not self.amcl:
-            return None
-        n = view_a.shape[0]
-        z = self.project(torch.cat([view_a, view_b])).float()
-        pos, neg = view_pair_masks(n, z.device)
-        return SimpleNamespace(tau=self.criterion.pair_temperatures(z, z), pos=pos, neg=neg, kind="views")
-
-
-def view_pair_masks(n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Over the 2n x 2n pairs of [views a; views b]: positives (i, i+n) and negatives (different images),
-    each unordered pair once."""
-    idx = torch.arange(2 * n, device=device)
-    upper = idx[:, None] < idx[None, :]
-    same_image = (idx[:, None] % n) == (idx[None, :] % n)
-    return upper & same_image, upper & ~same_image
-
-
-def diagonal_masks(m: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positives on the diagonal of an m x m pair grid, every other cell negative."""
-    eye = torch.eye(m, dtype=torch.bool, device=device)
-    return eye, ~eye
+    def amcl_criterion(self, cfg) -> AMCLLoss | None:
+        """The method's AMCL loss (its `amcl_kind`) as the config describes it; None when AMCL is off."""
+        return build_amcl_loss(cfg, self.amcl_kind, batch_size=self.global_batch) if self.amcl else None
 
 
 def ema_(target: nn.Module, online: nn.Module, m: float) -> None:
@@ -194,7 +141,3 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 def feature_dim(cfg) -> int:
     return FEATURE_DIMS[cfg.model.arch]
-
-
-def normalised(z: torch.Tensor) -> torch.Tensor:
-    return F.normalize(z.float(), dim=-1)

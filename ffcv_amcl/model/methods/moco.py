@@ -1,4 +1,5 @@
-"""MoCo v2, symmetrised: query encoder, momentum key encoder, one queue of keys per head; MoCHi and ASCL."""
+"""MoCo v2, symmetrised: query encoder, momentum key encoder, one queue of keys per head; MoCHi and ASCL as the
+strategies it composes (moco_strategies.py)."""
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,8 @@ import torch.nn.functional as F
 
 from ffcv_amcl import distributed as dist
 from ffcv_amcl.errors import check
-from ffcv_amcl.losses import ascl_loss, info_nce_queue, mix_hard_negatives
 from ffcv_amcl.model.heads import MultiHeadProjector
+from ffcv_amcl.model.methods import moco_strategies
 from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy
 
 
@@ -17,6 +18,7 @@ class MoCo(SSLModel):
     from view a, key from view b, which may be weakly augmented via data.augs_b)."""
 
     method = "moco"
+    amcl_kind = "contrastive"
     options = ("mochi", "ascl")
 
     @classmethod
@@ -51,11 +53,10 @@ class MoCo(SSLModel):
         self.projector = MultiHeadProjector(self.feature_dim, m.proj_hidden, m.proj_dim, self.heads, "mlp")
         self.key_backbone = frozen_copy(self.backbone)
         self.key_projector = frozen_copy(self.projector)
-        self.criterion = self._amcl_loss(m.proj_dim) if self.amcl else None
-        self.temperature, self.momentum = l.temperature, l.momentum
-        self.ascl = bool(l.ascl)
-        self.mochi = (l.mochi_n_hard, l.mochi_s1, l.mochi_s2) if l.mochi_n_hard > 0 else None
-        self.mochi_start = l.mochi_start
+        self.criterion = self.amcl_criterion(cfg)
+        self.momentum = l.momentum
+        self.objective = moco_strategies.objective(l, self.criterion)
+        self.mixing = moco_strategies.negatives_mixing(l, self.seed)
         g = torch.Generator().manual_seed(cfg.training.seed + 7919)  # same queue on every rank
         queue = F.normalize(torch.randn(self.heads, l.queue_size, m.proj_dim, generator=g), dim=-1)
         self.register_buffer("queue", queue)
@@ -82,40 +83,11 @@ class MoCo(SSLModel):
         self.queue.index_copy_(1, idx, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + n) % K)
 
-    def _mix(self, q: torch.Tensor, queue: torch.Tensor):
-        """MoCHi negatives for queries q (C, N, D), or None before the warm-up ends."""
-        if self.mochi is None or self.epoch < self.mochi_start:
-            return None
-        # Seeded by (seed, step, rank): reproducible, and a resumed run draws what the uninterrupted one drew.
-        g = torch.Generator(device=q.device).manual_seed(
-            (self.seed * 1_000_003 + self.step) * 131 + dist.rank())
-        n_hard, s1, s2 = self.mochi
-        return mix_hard_negatives(q.detach(), queue, n_hard, s1, s2, generator=g, validate=False)
-
     def forward(self, view_a, view_b):
-        B = view_a.shape[0]
         queue = self.queue.clone()          # enqueued below; autograd needs the version it saw
-        if self.ascl:   # one direction: query from view a, key from (weakly augmented) view b
-            h, q = self.embed(view_a)
-            kb = self._keys(view_b)
-            l = self.lcfg
-            if self.amcl:
-                loss = self.criterion.forward_soft(q, kb, queue, K=l.ascl_k, t2=l.ascl_t2, variant=l.ascl_variant)
-            else:
-                loss = ascl_loss(q, kb, queue, K=l.ascl_k, t1=l.ascl_t1, t2=l.ascl_t2, variant=l.ascl_variant,
-                                 validate=False)
-            self._enqueue(kb)
-            return self.output(loss, h)
-        h, q = self.embed(torch.cat([view_a, view_b]))                    # (2B, F), (C, 2B, D)
-        k = self._keys(torch.cat([view_a, view_b]))
-        qa, qb, ka, kb = q[:, :B], q[:, B:], k[:, :B], k[:, B:]
-        if self.amcl:
-            loss = self.criterion(qa, qb, queue, keys=(ka, kb), extra_negatives=self._mix(q, queue))
-        else:
-            mix = self._mix(q, queue)
-            ea, eb = (None, None) if mix is None else (mix[:, :B], mix[:, B:])
-            t = self.temperature
-            loss = 0.5 * (info_nce_queue(qa, kb, queue, t, extra_negatives=ea, validate=False)
-                          + info_nce_queue(qb, ka, queue, t, extra_negatives=eb, validate=False))
+        queries, keys = self.objective.views(view_a, view_b)
+        h, q = self.embed(queries)
+        k = self._keys(keys)
+        loss = self.objective(q, k, queue, self.mixing(q, queue, step=self.step, epoch=self.epoch))
         self._enqueue(k)
         return self.output(loss, h)

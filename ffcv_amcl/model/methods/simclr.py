@@ -14,6 +14,7 @@ class SimCLR(SSLModel):
     The projections of every rank are gathered with gradients: the loss is that of the global batch."""
 
     method = "simclr"
+    amcl_kind = "contrastive"
 
     @classmethod
     def defaults(cls, cfg) -> dict:
@@ -24,7 +25,7 @@ class SimCLR(SSLModel):
         super().__init__(cfg, **kw)
         m = cfg.model
         self.projector = MultiHeadProjector(self.feature_dim, m.proj_hidden, m.proj_dim, self.heads, "mlp")
-        self.criterion = self._amcl_loss(m.proj_dim) if self.amcl else None
+        self.criterion = self.amcl_criterion(cfg)
         self.temperature = cfg.loss.temperature
 
     def forward(self, view_a, view_b):
