@@ -178,7 +178,8 @@ def check_finite(weights: dict, path: str | os.PathLike) -> None:
     names = ", ".join(f"{k} ({n})" for k, n in list(bad.items())[:3]) + (", ..." if len(bad) > 3 else "")
     older = [p for p in list_checkpoints(path.parent) if _step(p) < _step(path)]
     fix = (f"use the newest earlier checkpoint, {older[0]}" if older
-           else "start the run over (it has no earlier checkpoint)")
+           else "start the run over with --training.resume=none --training.overwrite=1 (it has no earlier "
+                "checkpoint)")
     raise UserError(f"checkpoint {path} holds non-finite weights ({sum(bad.values())} NaN/inf values, in {names}): "
                     f"the run diverged before it was saved, and nothing can be resumed, evaluated or exported from "
                     f"it; {fix}")
