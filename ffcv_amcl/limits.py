@@ -1,11 +1,12 @@
 """Upper bounds of the settings that size what a training step allocates, each against what it multiplies.
 
-A setting that multiplies the memory of every step (MoCHi's mixes per query, the queue, the heads, a projector's
-width, the views' side) could otherwise grow the step until it fills the machine, where it hangs or is killed
-without a word. Each is bounded here at config time by what it multiplies, and a value past its bound is one line
-naming the bound. Settings clamped where they are used need none: loss.topk (to the negatives there are),
-eval.knn_k (to the training set), eval.batch_size (to the set it reads), training.batch_size (config.validate:
-at most the training set).
+A setting that multiplies the memory of every step (MoCHi's mixes per query, the heads, a projector's width, the
+views' side) could otherwise grow the step until it fills the machine, where it hangs or is killed without a word.
+Each is bounded here at config time by what it multiplies, and a value past its bound is one line naming the bound.
+Settings clamped where they are used need none: loss.topk (to the negatives there are), eval.knn_k (to the
+training set), eval.batch_size (to the set it reads), training.batch_size (config.validate: at most the training
+set). loss.queue_size is allocated once, not per mix, and may exceed the training set (MoCo on CIFAR-10 keeps
+65,536 keys of 50,000 images).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ WIDTHS = ("model.proj_dim", "model.proj_hidden", "model.pred_hidden", "loss.tau_
 
 def bounds(cfg, facts: dict, feature_dim: int) -> list[tuple[str, int, int, str]]:
     """(setting, value, bound, the bound in words) for every bounded setting that applies to `cfg`; `facts` are
-    config.validate's (train_samples, train_max_side, eval_max_side once the files were read)."""
+    config.validate's (train_max_side, eval_max_side once the files were read)."""
     m, l, d = cfg.model, cfg.loss, cfg.data
     out = [("model.heads", m.heads, MAX_HEADS, f"{MAX_HEADS}, the most heads a run may have (each adds a "
                                                f"projector and a loss to every step)")]
@@ -30,11 +31,6 @@ def bounds(cfg, facts: dict, feature_dim: int) -> list[tuple[str, int, int, str]
         out.append(("loss.mochi_s1 + loss.mochi_s2", l.mochi_s1 + l.mochi_s2, l.queue_size,
                     f"loss.queue_size={l.queue_size} (MoCHi's mixed negatives per query may not outnumber the "
                     f"queue's real ones)"))
-    if m.method == "moco" and "train_samples" in facts:
-        n = facts["train_samples"]
-        out.append(("loss.queue_size", l.queue_size, n, f"the {n} images of data.train_dataset (the queue holds "
-                                                        f"keys of past images; a longer one holds several keys of "
-                                                        f"each image, the query's own among them)"))
     for key, size, side in (("data.image_size", d.image_size, facts.get("train_max_side")),
                             ("eval.image_size", cfg.eval.image_size, facts.get("eval_max_side"))):
         if side:

@@ -131,18 +131,18 @@ MOCHI = ["--model.method=moco", "--loss.mochi_n_hard=64", "--training.batch_size
 
 
 def test_settings_that_size_a_step_are_bounded_by_what_they_multiply(betons):
-    """MoCHi's mixes per query may not outnumber the queue, nor the queue the training images: a setting that
-    would grow the step until it fills the machine is one line naming its bound; the bound itself passes."""
+    """MoCHi's mixes per query may not outnumber the queue, nor the views' side 4x the stored images': a setting
+    that would grow the step until it fills the machine is one line naming its bound; the bound itself passes."""
     with pytest.raises(UserError) as err:
         parse(*MOCHI, "--loss.mochi_s1=100000")
     assert str(err.value) == ("loss.mochi_s1 + loss.mochi_s2 = 100016 exceeds loss.queue_size=4096 (MoCHi's mixed "
                               "negatives per query may not outnumber the queue's real ones): lower them to at "
                               "most 4096")
     assert parse(*MOCHI, "--loss.mochi_s1=4000", "--loss.mochi_s2=96").loss.mochi_s1 == 4000
-    args = [f"--data.train_dataset={betons[0]}", *MOCHI, "--loss.mochi_n_hard=0"]
-    with pytest.raises(UserError, match=r"^loss.queue_size=4096 exceeds the 64 images of data.train_dataset"):
-        parse_config(args, world_size=1)
-    assert parse_config([*args, "--loss.queue_size=64"], world_size=1)[0].loss.queue_size == 64
+    with pytest.raises(UserError, match=r"^data.image_size=1024 exceeds 128 = 4 x the largest stored image side "
+                                        r"\(32 px\): lower it to at most 128$"):
+        parse_config([f"--data.train_dataset={betons[0]}", "--data.image_size=1024", "--training.batch_size=8"],
+                     world_size=1)
 
 
 @pytest.mark.parametrize("flags,needs", [
