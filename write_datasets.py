@@ -38,6 +38,8 @@ Section("cfg", "dataset conversion").params(
     compress_probability=Param(float, "fraction stored as JPEG in proportion mode", default=0.5),
     num_workers=Param(int, "writer processes (-1 = one per CPU core)", default=-1),
     subset=Param(int, "write this many images, a fixed-seed random choice (-1 = all)", default=-1),
+    verify=Param(int, "1 = decode every JPEG image of the written file before it takes its name (0 = a sample "
+                      "of them; `python -m ffcv_amcl.data.beton FILE` checks a written file completely)", default=0),
 )
 
 
@@ -53,26 +55,32 @@ Section("cfg", "dataset conversion").params(
 @param("num_workers")
 @param("subset")
 @param("labels")
+@param("verify")
 def convert(dataset, data_dir, split, write_path, write_mode, max_resolution, jpeg_quality,
-            compress_probability, num_workers, subset, labels):
+            compress_probability, num_workers, subset, labels, verify):
     from ffcv_amcl.data.sources import open_source
-    from ffcv_amcl.data.write import write_beton
+    from ffcv_amcl.data.write import check_destination, write_beton
 
     if subset == 0 or subset < -1:
         raise UserError(f"cfg.subset={subset}: give a positive number of images, or -1 for all")
+    if max_resolution == 0 or max_resolution < -1:
+        raise UserError(f"cfg.max_resolution={max_resolution}: give the longer side's size in pixels, or -1 to "
+                        f"keep the source size")
+    if verify not in (0, 1):
+        raise UserError(f"cfg.verify={verify}: give 0 or 1")
+    resolution = max_resolution if max_resolution > 0 else None
     write_path = os.path.expanduser(write_path)
     # Refuse an impossible destination before reading 50,000 images; clear what killed writers left there.
     parent = os.path.dirname(os.path.abspath(write_path))
     check_writable_dir(parent, f"cfg.write_path={write_path}")
+    check_destination(write_path)
     for stale in remove_stale_temps(parent):
         print(f"note: removed {stale}, left by a writer that was killed", file=sys.stderr)
-    source, meta = open_source(dataset, os.path.expanduser(data_dir), split,
-                               max_resolution=max_resolution if max_resolution > 0 else None, subset=subset,
-                               labels=labels)
-    meta = write_beton(write_path, source, write_mode=write_mode,
-                       max_resolution=max_resolution if max_resolution > 0 else None,
+    source, meta = open_source(dataset, os.path.expanduser(data_dir), split, max_resolution=resolution,
+                               subset=subset, labels=labels)
+    meta = write_beton(write_path, source, write_mode=write_mode, max_resolution=resolution,
                        jpeg_quality=jpeg_quality, compress_probability=compress_probability,
-                       num_workers=num_workers, meta=meta)
+                       num_workers=num_workers, meta=meta, verify=bool(verify))
     classes = f"{meta['num_classes']} classes" if meta["labelled"] else "unlabelled"
     print(f"{meta['dataset']} {meta['split']}: {meta['num_samples']} images, {classes}, "
           f"mean {[round(m, 2) for m in meta['mean']]}, std {[round(s, 2) for s in meta['std']]}")

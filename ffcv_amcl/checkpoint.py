@@ -22,13 +22,14 @@ from __future__ import annotations
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.compatibility import WORLD_SIZE
-from ffcv_amcl.errors import UserError
+from ffcv_amcl.errors import UserError, check_input_file
 
 NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.pt$")
 FORMAT = 1
@@ -92,11 +93,11 @@ def restore_run(state: dict, path, *, model: torch.nn.Module, optimizer: torch.o
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """The checkpoint at `path`, read with weights_only=True, its legacy gaps filled; UserError (one line) when
     the file is missing, truncated, foreign or of another format."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found: check the path")
+    path = check_input_file(path, "checkpoint", "check the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():     # the unpickler's notes on a foreign file: the file is refused below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
         first = next((ln for ln in lines if "Unsupported global" in ln), lines[0])[:160]
@@ -156,13 +157,37 @@ def find_latest(folder: str | os.PathLike, map_location="cpu", *, warn=_warn) ->
 
 
 def load_weights(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
-    """Load a checkpoint's model weights into `model` (strict); one UserError line when they do not fit."""
+    """Load a checkpoint's model weights into `model` (strict); one UserError line when they do not fit or are not
+    all finite (weights a run could not continue from, nor anyone use)."""
+    check_finite(state["model"], path)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
         raise UserError(f"checkpoint {path} does not fit the model its settings describe ({first}): it was written "
                         f"by another version or for other model settings; pick the matching checkpoint or settings")
+
+
+def check_finite(weights: dict, path: str | os.PathLike) -> None:
+    """Refuse a state dict with a NaN or infinite value, naming the tensors and the newest earlier checkpoint."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in weights.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())}
+    if not bad:
+        return
+    path = Path(path)
+    names = ", ".join(f"{k} ({n})" for k, n in list(bad.items())[:3]) + (", ..." if len(bad) > 3 else "")
+    older = [p for p in list_checkpoints(path.parent) if _step(p) < _step(path)]
+    fix = (f"use the newest earlier checkpoint, {older[0]}" if older
+           else "start the run over with --training.resume=none --training.overwrite=1 (it has no earlier "
+                "checkpoint)")
+    raise UserError(f"checkpoint {path} holds non-finite weights ({sum(bad.values())} NaN/inf values, in {names}): "
+                    f"the run diverged before it was saved, and nothing can be resumed, evaluated or exported from "
+                    f"it; {fix}")
+
+
+def _step(path: Path) -> int:
+    m = NAME.match(path.name)
+    return int(m.group(2)) if m else -1
 
 
 def restore_model(checkpoint: str | os.PathLike, *, device: torch.device | str = "cpu", state: dict | None = None):

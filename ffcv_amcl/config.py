@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 from fastargs import Config, Param, Section
@@ -26,12 +24,13 @@ from fastargs.validation import Checker
 
 from ffcv_amcl.data.augment.recipe import BLUR_P, LOCAL_SCALE, LOCAL_SIZE_RULE, SOLARIZE_P, default_local_size
 from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
-from ffcv_amcl.evaluation.splits import check_evaluation_splits
-from ffcv_amcl.errors import ArgumentParser, UserError, check
+from ffcv_amcl.evaluation.splits import check_evaluation_splits, knn_train_path
+from ffcv_amcl.errors import ArgumentParser, UserError, check, check_input_file, warn
+from ffcv_amcl.limits import check_limits
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCH_HELP, check_arch
 from ffcv_amcl.model.methods import METHODS
-from ffcv_amcl.model.methods.base import UNSET
+from ffcv_amcl.model.methods.base import UNSET, feature_dim
 
 
 class Choice(Checker):
@@ -174,7 +173,8 @@ SPEC = {
         eval_train_dataset=text("", "labelled .beton the kNN monitor and eval's kNN and linear probe train on ('' = "
                                     "data.train_dataset; set it when the training set is unlabelled, "
                                     "write_datasets.py --cfg.labels=none)"),
-        num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core); torch's own threads are "
+        num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core; more than the usable "
+                                        "cores, numba's thread limit, are that many); torch's own threads are "
                                         "training.threads"),
         image_size=integer(32, 8, desc="side of the augmented views, px"),
         augs=text("default", f"augmentations of view a: {AUGS_HELP}"),
@@ -207,7 +207,8 @@ SPEC = {
     )),
     "training": ("Training", dict(
         epochs=integer(100, 1, desc="epochs"),
-        batch_size=integer(512, 1, desc="images per step per process (GPU)"),
+        batch_size=integer(512, 2, desc="images per step per process (GPU); at least 2: the losses and batch norm "
+                                        "compare the images of a batch"),
         lr=number(0.06, 0, desc="peak learning rate (not rescaled by batch size)"),
         resume=text("auto", "auto = newest valid checkpoint in logging.folder, none (start over), or a .pt path"),
         resume_changed=flag(0, "1 = resume even where settings that shape the run differ from the checkpoint's "
@@ -330,8 +331,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def read_config_file(path: str) -> dict:
     """Flat {section.param: value} from a fastargs YAML or JSON file."""
-    p = Path(path)
-    check(p.is_file(), f"config file {path} not found: check the --config-file path")
+    p = check_input_file(path, "config file", "check the --config-file path")
     text = p.read_text()
     try:
         tree = json.loads(text)
@@ -478,12 +478,17 @@ def resolve(cfg: SimpleNamespace) -> SimpleNamespace:
 
 
 def beton_samples(path: str, what: str) -> int:
-    """Number of images in a .beton after checking all of its tables (data.beton.validate_beton); UserError
-    when it is absent, foreign, truncated or damaged."""
-    from ffcv_amcl.data.beton import validate_beton
+    """Number of images in a .beton after checking its tables, its sidecar and a sample of its JPEG images
+    (data.beton.validate_beton); UserError when it is absent, foreign, truncated or damaged."""
+    return dataset_facts(path, what)["num_samples"]
+
+
+def dataset_facts(path: str, what: str) -> dict:
+    """data.beton.beton_facts of the .beton `what` names (num_samples, image_shape, max_side), after every check."""
+    from ffcv_amcl.data.beton import beton_facts
 
     check(bool(path), f"{what} is empty: pass --{what}=path/to/file.beton (write one with write_datasets.py)")
-    return validate_beton(path, what)
+    return beton_facts(path, what)
 
 
 def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = True) -> dict:
@@ -501,32 +506,72 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
           "ASCL's soft targets need a softmax over the candidates and AMCL's ref form has none: use "
           "--loss.amcl_form=hetero with --loss.ascl=1, or --model.amcl=0")
     METHODS[m.method].check_config(cfg, world_size)
-    global_batch = t.batch_size * world_size
     if t.resume not in ("auto", "none"):
-        check(os.path.isfile(t.resume), f"training.resume={t.resume} not found: give a checkpoint path, auto "
-                                        f"or none")
-    facts = {}
-    if check_files:
-        n = beton_samples(d.train_dataset, "data.train_dataset")
-        if d.val_dataset:
-            facts["val_samples"] = beton_samples(d.val_dataset, "data.val_dataset")
-        if d.eval_train_dataset:
-            facts["eval_train_samples"] = beton_samples(d.eval_train_dataset, "data.eval_train_dataset")
-        check_evaluation_splits(cfg)
-        check(n >= global_batch,
-              f"training.batch_size={t.batch_size} x {world_size} process(es) needs {global_batch} images per "
-              f"step but {d.train_dataset} holds {n}: lower --training.batch_size")
-        facts["train_samples"] = n
+        check_input_file(t.resume, "training.resume=", "give a checkpoint path, auto or none")
+    facts, sizes = _file_facts(cfg, world_size) if check_files else ({}, {})
+    check_limits(cfg, {**facts, **sizes}, feature_dim(cfg))
     return facts
+
+
+def _file_facts(cfg: SimpleNamespace, world_size: int) -> tuple[dict, dict]:
+    """({'train_samples', 'eval_train_samples', 'val_samples'}, {'train_max_side', 'eval_max_side'}) of the checked
+    .beton files: the training set must hold a step's batch, the evaluations' sets carry labels, and the labelled
+    set the kNN votes with and the validation set, as a pair, the same classes and image size."""
+    from ffcv_amcl.data.beton import check_pair
+
+    d, t = cfg.data, cfg.training
+    train = dataset_facts(d.train_dataset, "data.train_dataset")
+    facts, sizes = {"train_samples": train["num_samples"]}, {"train_max_side": train["max_side"]}
+    memory = train
+    if d.eval_train_dataset:
+        memory = dataset_facts(d.eval_train_dataset, "data.eval_train_dataset")
+        facts["eval_train_samples"] = memory["num_samples"]
+    if d.val_dataset:
+        val = dataset_facts(d.val_dataset, "data.val_dataset")
+        facts["val_samples"], sizes["eval_max_side"] = val["num_samples"], max(val["max_side"], memory["max_side"])
+    global_batch = t.batch_size * world_size
+    check(train["num_samples"] >= global_batch,
+          f"training.batch_size={t.batch_size} x {world_size} process(es) needs {global_batch} images per "
+          f"step but {d.train_dataset} holds {train['num_samples']}: lower --training.batch_size")
+    check_evaluation_splits(cfg)
+    if d.val_dataset:
+        key = "data.eval_train_dataset" if d.eval_train_dataset else "data.train_dataset"
+        check_pair(knn_train_path(d), d.val_dataset, (key, "data.val_dataset"))
+    return facts, sizes
 
 
 def parse_config(argv: list[str] | None = None, *, world_size: int | None = None,
                  check_files: bool = True) -> tuple[SimpleNamespace, dict]:
     """argv -> (resolved cfg namespace, facts). Everything a user can get wrong fails here, in one line."""
+    from ffcv_amcl.distributed import env_world
+
     if world_size is None:
-        from ffcv_amcl.distributed import env_world
         world_size = env_world()[1]
-    values, _ = parse_argv(argv)
+    values, explicit = parse_argv(argv)
     cfg = resolve(to_namespace(values))
     facts = validate(cfg, world_size=world_size, check_files=check_files)
+    unmet = unmet_monitors(cfg, explicit, check_files=check_files)
+    if unmet and env_world()[0] == 0:
+        warn(unmet)
     return cfg, facts
+
+
+MONITORS = ("eval.knn_every", "eval.online_linear")     # what each needs: a validation set (the probe: labels too)
+
+
+def unmet_monitors(cfg: SimpleNamespace, asked, *, check_files: bool = True) -> str | None:
+    """The one warning line for the monitors `asked` for (settings given explicitly, switched on) that this run
+    cannot record; None when there are none."""
+    on = [f"{key}={getattr(cfg.eval, key.split('.')[1])}" for key in MONITORS
+          if key in asked and getattr(cfg.eval, key.split(".")[1])]
+    if on and not cfg.data.val_dataset:
+        return (f"{' and '.join(on)} {'need' if len(on) > 1 else 'needs'} data.val_dataset, which is empty: this run "
+                f"records {'neither' if len(on) > 1 else 'no such metric'}; pass --data.val_dataset=FILE.beton")
+    if "eval.online_linear" in asked and cfg.eval.online_linear and check_files:
+        from ffcv_amcl.data.meta import read_meta
+
+        classes = read_meta(cfg.data.train_dataset, "data.train_dataset").get("num_classes") or 0
+        if classes < 2:
+            return (f"eval.online_linear=1 needs labels of at least 2 classes and data.train_dataset's sidecar lists "
+                    f"{classes}: this run has no online probe")
+    return None

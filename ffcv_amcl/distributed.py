@@ -13,7 +13,6 @@ import warnings
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
-import torch.nn.functional as F
 from torch import nn
 
 from ffcv_amcl.errors import UserError

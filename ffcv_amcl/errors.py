@@ -7,6 +7,8 @@ import errno
 import functools
 import os
 import sys
+import warnings
+from pathlib import Path
 from typing import Callable, Iterator
 
 
@@ -72,6 +74,20 @@ def user_io(path, action: str = "writing") -> Iterator[None]:
         raise os_error(found, path, action) from exc
 
 
+def check_input_file(path, what: str, fix: str):
+    """`path` as a Path once it names a regular file; else one line naming `what` (a flag such as
+    'training.resume=' is joined to the path): not found (with `fix`), a directory, or something other than a file."""
+    p = Path(path)
+    subject = f"{what}{p}" if what.endswith("=") else f"{what} {p}"
+    if p.is_dir():
+        raise UserError(f"{subject} is a directory, not a file: give the path of the file inside it")
+    if not p.exists():
+        raise UserError(f"{subject} not found: {fix}")
+    if not p.is_file():
+        raise UserError(f"{subject} is not a regular file: {fix}")
+    return p
+
+
 def check_writable_dir(folder, flag: str) -> None:
     """Refuse, before any work, an output folder that is missing or cannot take a new file (`flag` names the
     setting in the message)."""
@@ -100,23 +116,44 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def cli(main: Callable[..., int | None]) -> Callable[..., int]:
-    """Wrap a console entry point: UserError -> 'error: ...' on stderr and exit code 2.
+    """Wrap a console entry point: UserError -> 'error: ...' on stderr and exit code 2, on a line of its own (a
+    progress bar it interrupted is closed first); Python warnings (torch's, numba's) print as one line each.
 
-    Set FFCV_AMCL_DEBUG=1 to see the full traceback instead.
+    Set FFCV_AMCL_DEBUG=1 to see the full traceback and warnings instead.
     """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs) -> int:
+        debug = bool(os.environ.get("FFCV_AMCL_DEBUG"))
         try:
-            code = main(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:
+                    warnings.showwarning = _one_line_warning
+                code = main(*args, **kwargs)
         except UserError as exc:
-            if os.environ.get("FFCV_AMCL_DEBUG"):
+            if debug:
                 raise
+            _close_progress_bars()
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2)
         except KeyboardInterrupt:
+            _close_progress_bars()
             print("error: interrupted", file=sys.stderr, flush=True)
             raise SystemExit(130)
         raise SystemExit(code or 0)
 
     return wrapper
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning as one line: 'warning: <first line of the message> (<category>, <file>:<line>)'."""
+    text = (str(message).strip().splitlines() or [""])[0].split(" (Triggered internally at")[0][:300]
+    print(f"warning: {text} ({category.__name__}, {os.path.basename(filename)}:{lineno})", file=sys.stderr,
+          flush=True)
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an error interrupted, so that the error line starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()

@@ -24,6 +24,7 @@ from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import load_checkpoint, restore_model, saved_settings
 from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.config import beton_samples, parse_argv
+from ffcv_amcl.data.beton import check_pair
 from ffcv_amcl.data.labels import require_labelled
 from ffcv_amcl.errors import UserError, check, check_output_file, cli
 from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
@@ -45,6 +46,7 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
                                             "--data.eval_train_dataset=a labelled .beton")
     require_labelled(val_path, "data.val_dataset", "kNN and the linear probe score labels; pass "
                                                    "--data.val_dataset=a labelled .beton")
+    check_pair(train_path, val_path, (train_key, "data.val_dataset"))
 
     info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
     machine.set_torch_threads(d["training.threads"])

@@ -60,8 +60,12 @@ def start_over(folder: Path, overwrite: bool) -> None:
         raise UserError(f"logging.folder {folder} holds checkpoints of an earlier run ({old[0].name}, ...) and "
                         f"training.resume=none starts over: add --training.overwrite=1 to delete that run, or "
                         f"choose another --logging.folder")
-    for path in [*old, folder / METRICS_FILE, folder / CONFIG_FILE, folder / WANDB_ID_FILE]:
+    others = [p for p in (folder / METRICS_FILE, folder / CONFIG_FILE, folder / WANDB_ID_FILE) if p.exists()]
+    for path in [*old, *others]:
         path.unlink(missing_ok=True)
+    checkpoints = f"{len(old)} checkpoints ({old[-1].name} to {old[0].name})" if len(old) > 1 else old[0].name
+    removed = ", ".join([checkpoints, *(p.name for p in others)])
+    warn(f"training.overwrite=1 deleted the earlier run in {folder}: {removed}")
 
 
 def prepare_folder(folder: Path, *, is_main: bool, resume: str, overwrite: bool):
@@ -103,7 +107,12 @@ def find_resume(cfg, folder: Path, flat: dict, world_size: int) -> Resume:
     if t.resume == "none":
         return Resume()
     if t.resume == "auto":
-        found = find_latest(folder, warn=lambda msg: warn(msg.removeprefix("warning: ")))
+        skipped = []
+        found = find_latest(folder, warn=lambda msg: (skipped.append(msg), warn(msg.removeprefix("warning: "))))
+        if not found and skipped:
+            raise UserError(f"logging.folder {folder} holds checkpoints but none can be read ({len(skipped)} "
+                            f"skipped, above): restore one, resume from a file with --training.resume=PATH, or "
+                            f"delete the run with --training.resume=none --training.overwrite=1")
         if not found:
             return Resume()
         path, state = found

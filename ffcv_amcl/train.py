@@ -7,9 +7,15 @@ One loop for one CPU and many GPUs, read top to bottom: `_train` builds the run'
 model, optimiser, scaler, schedule, loaders, monitors, counters; resumed from a checkpoint when there is one),
 records the untrained network, then alternates `train_epoch` (the steps) and `end_epoch` (record, kNN and online
 probe, checkpoint, log). `train_step` is also what the profiler times.
-Exit status: 0 when finished, 2 on a user error, 143 when stopped by SIGTERM after saving (rerun to resume).
+Exit status: 0 when finished, 2 on a user error, 143 (SIGTERM) or 130 (SIGINT, Ctrl-C) when stopped after saving
+(rerun to resume), or when stopped during start-up with nothing to save (ffcv_amcl.preemption).
 """
 from __future__ import annotations
+
+from ffcv_amcl.preemption import EXIT_CODES, StopFlag, exit_during_startup, restore
+
+if __name__ == "__main__":      # python -m ffcv_amcl.train: a signal during the seconds of imports below ends it
+    exit_during_startup()       # with one line, as during the rest of the start-up
 
 import sys
 import time
@@ -30,10 +36,9 @@ from ffcv_amcl.monitoring.nonfinite import nonfinite_check
 from ffcv_amcl.monitoring.sinks import check_sinks
 from ffcv_amcl.monitoring.summary import epoch_line
 from ffcv_amcl.optim import WarmupCosine
-from ffcv_amcl.preemption import StopFlag
 from ffcv_amcl.run_state import Run, start_run, unwrap
 
-SIGTERM_EXIT = 143   # 128 + SIGTERM: stopped on request after a checkpoint; the same command resumes
+SIGTERM_EXIT = EXIT_CODES["SIGTERM"]   # stopped on request after a checkpoint; the same command resumes
 
 
 # ----------------------------------------------------------------------------------------------- the step
@@ -69,14 +74,14 @@ class EpochResult:
     batches: int = 0          # batches of the epoch done, counting those skipped on a mid-epoch resume
     steps: int = 0            # steps run in this call
     seconds: float = 0.0
-    sigterm: bool = False
+    stopped: bool = False     # by SIGTERM or SIGINT (run.stop.signal)
 
     def mid_epoch(self, steps_per_epoch: int) -> bool:
         return self.batches < steps_per_epoch
 
 
 def train_epoch(run: Run) -> EpochResult:
-    """The steps of one epoch (from `run.skip` on), until its end, SIGTERM or training.max_steps."""
+    """The steps of one epoch (from `run.skip` on), until its end, SIGTERM/SIGINT or training.max_steps."""
     from tqdm import tqdm
 
     t, info = run.cfg.training, run.info
@@ -104,10 +109,12 @@ def train_epoch(run: Run) -> EpochResult:
             unchecked = []
             rate = res.steps * images_per_step / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{float(out.loss):.4f}", img_s=f"{rate:.0f}")
-        res.sigterm = run.stop.set
+        res.stopped = run.stop.set
         if info.distributed:  # every rank must stop at the same step
-            res.sigterm = res.steps % t.log_every == 0 and dist.any_rank(run.stop.set)
-        run.finished = res.sigterm or (bool(t.max_steps) and run.step >= t.max_steps)
+            res.stopped = res.steps % t.log_every == 0 and dist.any_rank(run.stop.set)
+            if res.stopped:
+                run.stop.follow()
+        run.finished = res.stopped or (bool(t.max_steps) and run.step >= t.max_steps)
         if run.finished:
             break
     bar.close()
@@ -117,11 +124,11 @@ def train_epoch(run: Run) -> EpochResult:
 
 
 def save_preempted(run: Run, res: EpochResult) -> None:
-    """SIGTERM mid-epoch: save where we are, nothing else."""
+    """SIGTERM/SIGINT mid-epoch: save where we are, nothing else."""
     partial = run.stats.state()
     run.checkpoint(res.batches, partial)
     if run.info.is_main:
-        print(f"stopped by SIGTERM at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
+        print(f"stopped by {run.stop.signal} at step {run.step} (epoch {run.epoch + 1}, batch {res.batches}/"
               f"{run.steps_per_epoch}); saved {run.last_ckpt}; continue with the same command "
               f"(--training.resume=auto)", file=sys.stderr, flush=True)
     run.losses += run.stats.summary()["step_losses"]
@@ -156,7 +163,7 @@ def evaluate(run: Run, knn: bool) -> dict:
 
 def end_epoch(run: Run, res: EpochResult) -> None:
     """The end of an epoch, or of a run cut short by training.max_steps (then the record covers the part of the
-    epoch trained so far and a resume rewrites it) or by SIGTERM on an epoch boundary: record, evaluate,
+    epoch trained so far and a resume rewrites it) or by SIGTERM/SIGINT on an epoch boundary: record, evaluate,
     checkpoint, then log (so metrics.jsonl never holds an epoch whose checkpoint failed)."""
     t, ev = run.cfg.training, run.cfg.eval
     mid = res.mid_epoch(run.steps_per_epoch)
@@ -177,7 +184,7 @@ def end_epoch(run: Run, res: EpochResult) -> None:
         run.checkpoint(res.batches if mid else 0, partial)
     run.metrics.write(record)
     run.records.append(record)
-    run.log(epoch_line(record) + (" (stopped by SIGTERM)" if res.sigterm else
+    run.log(epoch_line(record) + (f" (stopped by {run.stop.signal})" if res.stopped else
                                   f" (stopped at training.max_steps={t.max_steps})" if run.finished else ""))
     for line in warnings if run.info.is_main else []:
         warn(f"epoch {record[EPOCH]}: {line}")
@@ -209,8 +216,9 @@ def first_record(run: Run) -> None:
 
 def train(cfg, facts: dict, info: dist.DistInfo) -> dict:
     """The training run a validated config describes; returns a summary (metrics, per-step losses, paths).
-    SIGTERM (pre-emption) is caught from the start: the run checkpoints at the next step and returns."""
-    stop = StopFlag().install()
+    SIGTERM (pre-emption) and SIGINT (Ctrl-C) are caught once the run is built: it checkpoints at the next step and
+    returns."""
+    stop = StopFlag()
     try:
         return _train(cfg, facts, info, stop)
     finally:
@@ -220,12 +228,13 @@ def train(cfg, facts: dict, info: dist.DistInfo) -> dict:
 def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
     machine.set_torch_threads(cfg.training.threads)
     run = start_run(cfg, facts, info, stop)
+    stop.install()
     try:
         first_record(run)
         dist.barrier()
         while run.epoch < cfg.training.epochs and not run.finished:
             res = train_epoch(run)
-            if res.sigterm and res.mid_epoch(run.steps_per_epoch):
+            if res.stopped and res.mid_epoch(run.steps_per_epoch):
                 save_preempted(run, res)
                 break
             end_epoch(run, res)
@@ -234,7 +243,7 @@ def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
         if run.lock is not None:
             run.lock.close()                    # the folder is free for the next training
     return {"records": run.records, "losses": run.losses, "checkpoint": str(run.last_ckpt) if run.last_ckpt else None,
-            "step": run.step, "epoch": run.epoch, "stopped": stop.set}
+            "step": run.step, "epoch": run.epoch, "stopped": stop.set, "exit_code": stop.exit_code}
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -250,8 +259,11 @@ def run(argv: list[str] | None = None) -> dict:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    summary = run(argv)
-    return SIGTERM_EXIT if summary["stopped"] else 0
+    previous = exit_during_startup()
+    try:
+        return run(argv)["exit_code"]
+    finally:
+        restore(previous)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,25 @@ def test_code_in_a_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_refused_file_is_one_line_without_torch_warnings_above_it(tmp_path):
+    import warnings
+
+    path = tmp_path / checkpoint_name(1, 1)
+    with open(path, "wb") as f:
+        pickle.dump({"model": Payload(), "config": {}}, f, protocol=4)      # torch's unpickler warns about it
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError, match="cannot be loaded safely"):
+            load_checkpoint(path)
+    assert [str(w.message) for w in seen] == []
+
+
+def test_a_directory_given_as_the_checkpoint_is_named_as_such(tmp_path):
+    with pytest.raises(UserError, match=rf"^checkpoint {tmp_path} is a directory, not a file: give the path of the "
+                                        rf"file inside it$"):
+        load_checkpoint(tmp_path)
+
+
 def test_failed_save_leaves_no_file(tmp_path):
     _, _, state = trained_state()
     state["bad"] = lambda: 0                       # not picklable: torch.save fails midway
@@ -74,6 +93,28 @@ def test_newest_valid_checkpoint_wins_and_corrupt_ones_are_skipped(tmp_path):
     assert path.name == checkpoint_name(2, 20) and loaded["epoch"] == 2
     assert len(warnings) == 1 and checkpoint_name(3, 30) in warnings[0]
     assert find_latest(tmp_path / "empty") is None
+
+
+def test_non_finite_weights_are_refused_at_load_and_named_as_such(tmp_path):
+    """A diverged run's checkpoint is not blamed on the learning rate: its NaN/inf tensors are named, and the fix
+    points at the newest earlier checkpoint (or, with none, at starting over)."""
+    from ffcv_amcl.checkpoint import load_weights
+
+    model, _, state = trained_state()
+    first = save_checkpoint(tmp_path, state)
+    weights = {k: v.clone() for k, v in state["model"].items()}
+    weights["0.weight"][1, 2] = float("nan")
+    weights["2.bias"][0] = float("inf")
+    bad = save_checkpoint(tmp_path, {**state, "model": weights, "epoch": 2, "step": 20})
+    with pytest.raises(UserError) as err:
+        load_weights(model, load_checkpoint(bad), bad)
+    assert str(err.value) == (f"checkpoint {bad} holds non-finite weights (2 NaN/inf values, in 0.weight (1), "
+                              f"2.bias (1)): the run diverged before it was saved, and nothing can be resumed, "
+                              f"evaluated or exported from it; use the newest earlier checkpoint, {first}")
+    assert torch.equal(model.state_dict()["0.weight"], state["model"]["0.weight"])        # nothing loaded
+    first.unlink()
+    with pytest.raises(UserError, match="start the run over"):
+        load_weights(model, load_checkpoint(bad), bad)
 
 
 def test_missing_or_foreign_files(tmp_path):

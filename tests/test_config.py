@@ -141,6 +141,37 @@ def test_bad_settings_name_the_cause(args, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+MOCHI = ["--model.method=moco", "--loss.mochi_n_hard=64", "--training.batch_size=16"]
+
+
+def test_settings_that_size_a_step_are_bounded_by_what_they_multiply(betons):
+    """MoCHi's mixes per query may not outnumber the queue, nor the views' side 4x the stored images': a setting
+    that would grow the step until it fills the machine is one line naming its bound; the bound itself passes."""
+    with pytest.raises(UserError) as err:
+        parse(*MOCHI, "--loss.mochi_s1=100000")
+    assert str(err.value) == ("loss.mochi_s1 + loss.mochi_s2 = 100016 exceeds loss.queue_size=4096 (MoCHi's mixed "
+                              "negatives per query may not outnumber the queue's real ones): lower them to at "
+                              "most 4096")
+    assert parse(*MOCHI, "--loss.mochi_s1=4000", "--loss.mochi_s2=96").loss.mochi_s1 == 4000
+    with pytest.raises(UserError, match=r"^data.image_size=1024 exceeds 128 = 4 x the largest stored image side "
+                                        r"\(32 px\): lower it to at most 128$"):
+        parse_config([f"--data.train_dataset={betons[0]}", "--data.image_size=1024", "--training.batch_size=8"],
+                     world_size=1)
+
+
+@pytest.mark.parametrize("flags,needs", [
+    (["--eval.online_linear=1", "--eval.knn_every=1"], "eval.knn_every=1 and eval.online_linear=1 need "
+                                                       "data.val_dataset, which is empty: this run records neither"),
+    (["--eval.knn_every=5"], "eval.knn_every=5 needs data.val_dataset, which is empty"),
+])
+def test_monitors_asked_for_without_what_they_need_warn_once(capsys, flags, needs):
+    parse("--data.val_dataset=", *flags)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {needs}"), err
+    parse("--data.val_dataset=")                           # the defaults ask for nothing: no warning
+    assert capsys.readouterr().err == ""
+
+
 def test_unknown_key_in_config_file(tmp_path):
     f = tmp_path / "c.json"
     f.write_text(json.dumps({"training": {"lr": 0.1, "epoch": 3}}))
@@ -200,6 +231,7 @@ BAD_FLAGS = [
     (["--training.epochs=1.5"], "training.epochs='1.5' is not valid: expected an integer"),  # as YAML 1.5 is
     (["--trainig.epochs=1"], "unknown config key 'trainig.epochs'"),
     (["--data.train_dataset=missing.beton"], "missing.beton not found"),
+    (["--training.batch_size=1"], "training.batch_size='1' is not valid: expected an integer >= 2"),
 ]
 
 

@@ -79,6 +79,16 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_non_finite_weights_are_never_exported(tmp_path, capsys):
+    ckpt, _ = make_checkpoint(tmp_path, "resnet18", "cifar", 16)
+    state = torch.load(ckpt, weights_only=True)
+    state["model"]["backbone.layer1.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, ckpt)
+    code, err = fails_with(capsys, "--checkpoint", str(ckpt), "--out", str(tmp_path / "b.pt"))
+    assert code == 2 and "holds non-finite weights (1 NaN/inf values, in backbone.layer1.0.conv1.weight (1))" in err
+    assert not (tmp_path / "b.pt").exists()
+
+
 def test_help_works():
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

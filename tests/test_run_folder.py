@@ -39,13 +39,29 @@ def test_a_second_training_in_a_locked_folder_exits_naming_the_holder(data, tmp_
     assert not stale.exists()
 
 
-def test_resume_none_starts_over_or_refuses(data, tmp_path):
+def test_unreadable_checkpoints_alone_never_restart_the_run(data, tmp_path):
+    """resume=auto over a folder whose only checkpoint cannot be read refuses in one line, before anything is
+    built: the old run's metrics and checkpoint stay as they were."""
+    (tmp_path / "ckpt_e0003_s00000012.pt").write_bytes(b"\0" * 100)          # torn by a crash
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 3, "step": 12, "loss": 5.0}\n')
+    with pytest.raises(UserError) as err:
+        run(tiny_args(data[0], tmp_path, "--training.max_steps=1"))
+    assert str(err.value) == (f"logging.folder {tmp_path} holds checkpoints but none can be read (1 skipped, "
+                              f"above): restore one, resume from a file with --training.resume=PATH, or delete "
+                              f"the run with --training.resume=none --training.overwrite=1")
+    assert epochs(tmp_path) == [3] and (tmp_path / "ckpt_e0003_s00000012.pt").read_bytes() == b"\0" * 100
+
+
+def test_resume_none_starts_over_or_refuses(data, tmp_path, capsys):
     run(tiny_args(data[0], tmp_path, "--training.epochs=2", "--training.checkpoint_every=1"))      # an earlier run
     with pytest.raises(UserError, match="--training.overwrite=1"):
         run(tiny_args(data[0], tmp_path, "--training.epochs=1", "--training.resume=none", "--model.heads=1"))
     assert [p.name for p in list_checkpoints(tmp_path)][0] == "ckpt_e0002_s00000008.pt"       # untouched
     fresh = run(tiny_args(data[0], tmp_path, "--training.epochs=1", "--training.resume=none",
                           "--training.overwrite=1", "--model.heads=1"))
+    removed = [ln for ln in capsys.readouterr().err.splitlines() if "deleted" in ln]
+    assert removed == [f"warning: training.overwrite=1 deleted the earlier run in {tmp_path}: 2 checkpoints "
+                       f"(ckpt_e0001_s00000004.pt to ckpt_e0002_s00000008.pt), metrics.jsonl, config.json"]
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt_e0001_s00000004.pt"]
     assert epochs(tmp_path) == [0, 1] and fresh["step"] == 4
     again = run(tiny_args(data[0], tmp_path, "--training.epochs=1", "--model.heads=1"))            # auto: the new run
@@ -77,6 +93,7 @@ def test_warnings_go_to_stderr(data, tmp_path, capsys):
                   "--training.max_steps=4"))
     list_checkpoints(tmp_path)[0].write_bytes(b"\0" * 10)              # a damaged checkpoint is skipped ...
     capsys.readouterr()
-    run(tiny_args(data[0], tmp_path, "--training.epochs=2", "--training.checkpoint_every=1"))
+    with pytest.raises(UserError, match="none can be read"):                # ... the only one: no restart
+        run(tiny_args(data[0], tmp_path, "--training.epochs=2", "--training.checkpoint_every=1"))
     out = capsys.readouterr()
     assert "skipping ckpt_e0001" in out.err and "skipping" not in out.out       # ... with a warning on stderr

@@ -123,6 +123,47 @@ def test_sigterm_saves_and_a_resume_finishes_identically(data, tmp_path, uninter
     assert_same_weights(weights(full["checkpoint"]), weights(resumed["checkpoint"]))
 
 
+def test_ctrl_c_saves_like_sigterm_and_exits_130(data, tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the second step: that step finishes, a checkpoint is saved there, the exit code is 130."""
+    import ffcv_amcl.train as train
+
+    step, steps = train.train_step, []
+
+    def pressed_on_the_second(*args, **kwargs):
+        steps.append(step(*args, **kwargs))
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return steps[-1]
+
+    monkeypatch.setattr(train, "train_step", pressed_on_the_second)
+    with pytest.raises(SystemExit) as exit_:
+        train.main(tiny_args(data[0], tmp_path, "--training.epochs=1", "--model.heads=1"))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 130 and "stopped by SIGINT at step 2 (epoch 1, batch 2/4); saved" in err, err
+    assert len(steps) == 2 and load_checkpoint(list_checkpoints(tmp_path)[0])["step"] == 2
+
+
+@pytest.mark.parametrize("name,code", [("SIGTERM", 143)])
+def test_a_signal_during_start_up_ends_the_process_with_one_line(data, tmp_path, name, code):
+    """Delivered while the settings are checked (nothing to save yet): one line, the signal's exit code, no run
+    folder."""
+    script = ("import os, signal, sys, time\n"
+              "import ffcv_amcl.config as config\n"
+              "checks = config.validate\n"
+              "def slow(*a, **k):\n"
+              f"    os.kill(os.getpid(), signal.{name}); time.sleep(5)\n"
+              "    return checks(*a, **k)\n"
+              "config.validate = slow\n"
+              "from ffcv_amcl.train import main\n"
+              "main(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", script, *tiny_args(data[0], tmp_path / "run")], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == code and proc.stderr.splitlines() == [
+        f"stopped by {name} during start-up, before training began: nothing to save; rerun the same command to "
+        f"start"], proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_quickstart_learns(tmp_path):
     """The README's main command on the embedded digits: kNN top-1 ends >= 10 points above epoch 0's."""

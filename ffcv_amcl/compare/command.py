@@ -25,7 +25,7 @@ from ffcv_amcl.compare.launch import Slot, command, cuda_count, make_slots, usab
 from ffcv_amcl.compare.plan import read_plan
 from ffcv_amcl.compare.results import run_result
 from ffcv_amcl.compare.submit import CLUSTERS, SubmititOptions
-from ffcv_amcl.errors import ArgumentParser, UserError, check, cli, user_io
+from ffcv_amcl.errors import ArgumentParser, check, cli, user_io
 
 PLAN_COPY = "plan.yaml"
 

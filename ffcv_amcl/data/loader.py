@@ -8,7 +8,6 @@ and the channels_last layout happen last, in torch, on the target device (on CUD
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -107,8 +106,9 @@ class GuardedLoader(Loader):
 
 
 def _workers(num_workers: int) -> int:
-    """num_workers, or every usable core for -1 (and 0)."""
-    return usable_cores() if num_workers is None or num_workers < 1 else int(num_workers)
+    """num_workers, at most the usable cores (numba refuses more threads than it started with); every usable core
+    for -1 (and 0)."""
+    return usable_cores() if num_workers is None or num_workers < 1 else min(int(num_workers), usable_cores())
 
 
 def _check_common(path, batch_size, image_size, device):
@@ -120,7 +120,7 @@ def _check_common(path, batch_size, image_size, device):
         torch.device(device)
     except (RuntimeError, TypeError):
         raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    validate_beton(path)
+    return validate_beton(path)
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
@@ -298,8 +298,9 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
     """Sequential single-view loader: centred square crop (side centre_ratio * min(H, W)),
     resized to image_size. centre_ratio defaults to 1.0 when the stored images are at most
     image_size * 8/7 on their short side (CIFAR: the whole image) and 0.875 otherwise (the
-    usual ImageNet resize-256 / crop-224)."""
-    _check_common(path, batch_size, image_size, device)
+    usual ImageNet resize-256 / crop-224). A batch larger than the set is the set (FFCV allocates whole batches)."""
+    samples = _check_common(path, batch_size, image_size, device)
+    batch_size = min(int(batch_size), samples)
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import OrderOption
     from ffcv.reader import Reader

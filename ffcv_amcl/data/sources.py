@@ -44,6 +44,9 @@ def open_source(name: str, data_dir: str | None, split: str, *, max_resolution: 
         dataset, classes = ArrayDataset(images, labels), list(CLASSES)
     else:
         raise UserError(f"unknown dataset {name!r}: set cfg.dataset to one of {', '.join(DATASETS)}")
+    if subset is not None and subset > len(dataset):
+        raise UserError(f"cfg.subset={subset} exceeds the {len(dataset)} images of {name} {split}: give at most "
+                        f"{len(dataset)}, or -1 for all")
     if subset is not None and 0 < subset < len(dataset):
         keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(dataset), subset, replace=False))
         dataset = Subset(dataset, keep)

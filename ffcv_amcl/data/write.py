@@ -21,7 +21,7 @@ import numpy as np
 
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.data.labels import bounds_text, label_bounds
-from ffcv_amcl.data.meta import write_meta
+from ffcv_amcl.data.meta import meta_path, write_meta
 from ffcv_amcl.data.pixels import to_rgb8
 from ffcv_amcl.data.supervise import Supervisor
 from ffcv_amcl.errors import UserError, check
@@ -205,9 +205,12 @@ class _WriterHooks:
 
 def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int | None = None,
                 jpeg_quality: int = 90, compress_probability: float = 0.5, num_workers: int = -1,
-                meta: dict | None = None) -> dict:
-    """Write fields `image` (RGBImageField) then `label` (IntField) to `path`, atomically, plus the
-    `path.json` sidecar (meta + num_samples, per-channel mean/std of the source pixels on 0-255).
+                meta: dict | None = None, verify: bool = False) -> dict:
+    """Write fields `image` (RGBImageField) then `label` (IntField) to `path` (a .beton), atomically, plus the
+    `path.json` sidecar (meta + num_samples, per-channel mean/std of the source pixels on 0-255, the file's
+    fingerprint). The written file is checked before it takes its name: its tables, and a sample of its JPEG
+    images decoded (every one with `verify`). The sidecar takes its name first: a crash between the two renames
+    leaves a sidecar whose fingerprint names the new file, which every reader refuses.
 
     Labels must lie in [0, meta["num_classes"]) when that is given, and be UNLABELLED when meta["labelled"] is
     False. Returns the sidecar dict.
@@ -215,14 +218,14 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
     path = Path(path)
     meta = dict(meta or {})
     num_classes = meta.get("num_classes")
-    _check_options(path, write_mode, jpeg_quality, compress_probability)
-    if max_resolution is not None and max_resolution <= 0:
-        max_resolution = None  # -1/0 = keep the source size
+    _check_options(path, write_mode, max_resolution, jpeg_quality, compress_probability)
     n = _check_source(path, dataset, num_classes, label_bounds(meta))
 
     # ffcv pulls in torch and numba-compiles at import (seconds): only import it once the input is checked.
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
+
+    from ffcv_amcl.data.beton import JPEG_SAMPLE, check_contents, read_tables
 
     page_size = _page_size(dataset)
     guarded = _Guarded(dataset, label_bounds(meta), max_resolution, write_mode, page_size)
@@ -234,20 +237,39 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
         writer = DatasetWriter(str(tmp), fields, page_size=page_size, num_workers=min(workers, n))
         seconds = _run_writer(writer, guarded, path)
         guarded.raise_failure()
+        subject = f"the file written for {path}"
+        fix = "nothing was written; write it again, or with --cfg.write_mode=raw"
+        check_contents(tmp, read_tables(tmp, subject, fix), subject, fix, meta=meta,
+                       jpegs=None if verify else JPEG_SAMPLE)
         mean, std = guarded.mean_std()
         meta.update(num_samples=n, mean=mean, std=std, write_mode=write_mode, max_resolution=max_resolution)
-        write_meta(path, meta)
+        meta = write_meta(path, meta, data=tmp)
     print(f"wrote {n} images to {path} in {seconds:.2f} s ({n / seconds:,.0f} images/s)", flush=True)
     return meta
 
 
-def _check_options(path: Path, write_mode: str, jpeg_quality: int, compress_probability: float) -> None:
+def _check_options(path: Path, write_mode: str, max_resolution, jpeg_quality: int,
+                   compress_probability: float) -> None:
     """Refuse a bad destination or encoder setting before ffcv is even imported."""
-    check(path.parent.is_dir(), f"cannot write {path}: directory {path.parent} does not exist (create it first)")
-    check(not path.is_dir(), f"cannot write {path}: it is a directory; give a file name such as {path}/train.beton")
+    check_destination(path)
+    check(max_resolution is None or (isinstance(max_resolution, int) and max_resolution > 0),
+          f"max_resolution {max_resolution!r}: give a positive number of pixels, or None to keep the source size")
     check(write_mode in WRITE_MODES, f"unknown write_mode {write_mode!r}: use one of {', '.join(WRITE_MODES)}")
     check(1 <= jpeg_quality <= 100, f"jpeg_quality {jpeg_quality} is outside 1..100")
     check(0.0 <= compress_probability <= 1.0, f"compress_probability {compress_probability} is outside 0..1")
+
+
+def check_destination(path) -> None:
+    """A .beton's name (not another file's sidecar) in an existing directory."""
+    path = Path(path)
+    if path.name.endswith(".beton.json"):
+        raise UserError(f"cannot write {path}: that is the sidecar of {path.with_suffix('')}; give the .beton's own "
+                        f"path (its sidecar is written beside it)")
+    check(path.suffix == ".beton", f"cannot write {path}: a dataset file's name ends in .beton (e.g. "
+                                   f"{path.with_suffix('.beton').name}; its sidecar is written beside it)")
+    check(path.parent.is_dir(), f"cannot write {path}: directory {path.parent} does not exist (create it first)")
+    check(not path.is_dir(), f"cannot write {path}: it is a directory; give a file name such as {path}/train.beton")
+    check(not meta_path(path).is_dir(), f"cannot write {path}: its sidecar's name {meta_path(path)} is a directory")
 
 
 def _check_source(path: Path, dataset, num_classes, bounds: tuple[int, int]) -> int:

@@ -80,7 +80,7 @@ class TemperatureHealth:
             tau = pairs.get(f"tau_{kind}")
             if tau is None or tau.numel() == 0:
                 continue
-            flat = tau.detach().reshape(tau.shape[0], -1).float()
+            flat = tau.detach().reshape(tau.shape[0], -1).float().contiguous()   # bucketize warns on a strided one
             idx = torch.bucketize(flat, self._inner_edges(flat.device), right=True)
             idx = (idx + BINS * torch.arange(flat.shape[0], device=flat.device).unsqueeze(1)).reshape(-1)
             # index_add_, not bincount: bincount reads the index range on the host (a sync per call on CUDA)

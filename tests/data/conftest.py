@@ -61,9 +61,14 @@ def small_beton(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def jpeg_beton(tmp_path_factory):
-    """24 variable-size JPEG images, label = index (label first: field order must not matter)."""
+    """24 variable-size JPEG images, label = index (label first: field order must not matter); with a sidecar
+    meta, as every reader requires."""
     images = photo_patches(24, None, seed=1, min_side=40, max_side=90)
     labels = np.arange(24)
     path = write_beton(tmp_path_factory.mktemp("beton") / "jpg.beton", images, labels, mode="jpg",
                        label_first=True)
+    from ffcv_amcl.data.meta import write_meta
+
+    write_meta(path, {"dataset": "test", "split": "train", "num_samples": 24, "num_classes": 24,
+                      "mean": [120.0, 110.0, 100.0], "std": [60.0, 55.0, 50.0]})
     return path, images, labels

@@ -115,24 +115,48 @@ def test_loader_thread_failure_ends_the_epoch_with_one_line(betons, monkeypatch)
         next(batches)
 
 
-@pytest.mark.timeout(60)
-def test_flipped_jpeg_bytes_decode_without_hang_or_crash(betons, tmp_path):
-    """Damage inside the pixels cannot be seen in the tables: it must still load (garbled), not hang."""
+def with_damaged_jpegs(src, dst, samples):
+    """Copy the jpg .beton src to dst with the JPEG start marker of `samples` zeroed, and a sidecar stamped for
+    the copy (as if it had been written so): only the JPEG check can tell."""
     from ffcv.reader import Reader
 
-    from ffcv_amcl.data.beton import validate_beton
-    from ffcv_amcl.data.loader import make_eval_loader
+    from ffcv_amcl.data.meta import read_meta, write_meta
 
-    src = betons["jpg"]
     r = Reader(str(src))
     blob = bytearray(src.read_bytes())
-    for ptr, size in zip(r.alloc_table["ptr"], r.alloc_table["size"]):
-        blob[int(ptr) + int(size) // 2: int(ptr) + int(size) // 2 + 8] = b"\xff" * 8
-    bad = tmp_path / "pixels.beton"
-    bad.write_bytes(bytes(blob))
-    assert validate_beton(bad) == N
-    labels = np.concatenate([y.numpy() for _, y in make_eval_loader(bad, 16, num_workers=1)])
-    np.testing.assert_array_equal(labels, r.metadata["f1"])
+    for i in samples:
+        ptr = int(r.metadata["f0"]["data_ptr"][i])
+        assert blob[ptr:ptr + 2] == b"\xff\xd8"           # SOI
+        blob[ptr:ptr + 2] = b"\0\0"
+    dst.write_bytes(bytes(blob))
+    write_meta(dst, {k: v for k, v in read_meta(src).items() if k != "fingerprint"})
+    return dst, r.metadata["f1"]
+
+
+@pytest.mark.timeout(60)
+def test_damaged_jpeg_pixels_are_found_by_the_check_and_never_hang(betons, tmp_path, capsys):
+    """JPEG data that does not decode cannot be seen in the tables: every read decodes a sample of the JPEG images
+    and refuses the file when one fails; the check command decodes all of them. A damaged image outside the sample
+    still loads (FFCV leaves its view garbled), without a hang or a crash."""
+    from ffcv_amcl.data.beton import jpeg_indices, main, read_tables, validate_beton
+    from ffcv_amcl.data.loader import make_eval_loader
+
+    every, _ = with_damaged_jpegs(betons["jpg"], tmp_path / "every.beton", range(N))
+    with pytest.raises(UserError, match=r"every\.beton is not a readable \.beton \(16 of the 16 JPEG images checked "
+                                        r"do not decode, sample 0 first\): rewrite it with write_datasets\.py"):
+        validate_beton(every)
+    sampled = set(jpeg_indices(read_tables(betons["jpg"], "x")).tolist())
+    assert len(sampled) == 16 and {0, N - 1} <= sampled
+    hidden = min(set(range(N)) - sampled)
+    one, labels = with_damaged_jpegs(betons["jpg"], tmp_path / "one.beton", [hidden])
+    assert validate_beton(one) == N
+    got = np.concatenate([y.numpy() for _, y in make_eval_loader(one, 16, num_workers=1)])
+    np.testing.assert_array_equal(got, labels)
+    with pytest.raises(SystemExit) as code:
+        main([str(betons["jpg"]), str(one)])
+    out, err = capsys.readouterr()
+    assert code.value.code == 2 and f"{N} images ({N} stored as JPEG, all decode)" in out
+    assert f"1 of the {N} JPEG images checked do not decode, sample {hidden} first" in err, err
 
 
 @pytest.mark.parametrize("command", ["train", "preview"])
@@ -150,3 +174,96 @@ def test_commands_exit_within_60s_with_one_line(betons, tmp_path, command, how):
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: ") and str(bad) in lines[0] and "write_datasets.py" in lines[0]
     assert not any(p.name.startswith(("run", "p.png")) for p in tmp_path.iterdir()), os.listdir(tmp_path)
+
+
+# -- the sidecar is part of the dataset ------------------------------------------------------------------------
+
+def test_a_write_path_must_name_a_beton_and_never_a_sidecar(betons, tmp_path):
+    from ffcv_amcl.data.digits import load_digits
+    from ffcv_amcl.data.write import ArrayDataset, write_beton
+
+    sidecar = betons["raw"].parent / (betons["raw"].name + ".json")
+    before = sidecar.read_bytes()
+    x, y = load_digits("test")
+    source = ArrayDataset(x[:8], y[:8])
+    with pytest.raises(UserError, match=r"that is the sidecar of .*raw\.beton; give the \.beton's own path"):
+        write_beton(sidecar, source, num_workers=1)
+    with pytest.raises(UserError, match=r"cannot write .*train\.bin: a dataset file's name ends in \.beton"):
+        write_beton(tmp_path / "train.bin", source, num_workers=1)
+    assert sidecar.read_bytes() == before and list(tmp_path.iterdir()) == []
+
+
+def test_every_reader_requires_the_sidecar_written_for_that_file(betons, tmp_path):
+    """Missing, unreadable, another file's, or lying about the count: one line naming the fix, at every reader."""
+    import json
+
+    from ffcv_amcl.config import beton_samples
+    from ffcv_amcl.data.loader import make_eval_loader
+
+    copy = tmp_path / "copy.beton"
+    copy.write_bytes(betons["raw"].read_bytes())
+    side = tmp_path / "copy.beton.json"
+    meta = json.loads((betons["raw"].parent / "raw.beton.json").read_text())
+    cases = {"has no sidecar copy.beton.json": None,
+             "has an unreadable sidecar copy.beton.json (not JSON)": "{cut",
+             "claims 5000 samples, the file holds 64": json.dumps({**meta, "num_samples": 5000}),
+             "does not match its sidecar copy.beton.json": (betons["jpg"].parent / "jpg.beton.json").read_text(),
+             "whose std is [1, 1, 0]": json.dumps({**meta, "std": [1, 1, 0]})}
+    for needle, text in cases.items():
+        side.unlink(missing_ok=True)
+        if text is not None:
+            side.write_text(text)
+        for read in (lambda: beton_samples(str(copy), "data.train_dataset"), lambda: make_eval_loader(copy, 8)):
+            with pytest.raises(UserError) as err:
+                read()
+            assert needle in str(err.value) and "write_datasets.py" in str(err.value) and "\n" not in str(err.value)
+    side.write_text(json.dumps(meta))                       # a copy keeps its fingerprint: the same file
+    assert beton_samples(str(copy), "data.train_dataset") == N
+
+
+def test_train_and_val_sets_of_another_task_are_refused_in_training_and_eval(betons, tmp_path):
+    """10 digit classes at 32 px against a 2-class set of 16 px images: one line naming both, wherever both are
+    read; the validation split of the same dataset passes."""
+    from ffcv_amcl.config import parse_config, to_flat
+    from ffcv_amcl.data.write import ArrayDataset, write_beton
+    from ffcv_amcl.eval import evaluate
+
+    rng = np.random.default_rng(0)
+    other = tmp_path / "other.beton"
+    write_beton(other, ArrayDataset(rng.integers(0, 255, (16, 16, 16, 3), dtype=np.uint8), np.arange(16) % 2),
+                num_workers=1, meta={"dataset": "other", "split": "test", "num_classes": 2, "classes": ["a", "b"]})
+    resized = tmp_path / "resized.beton"
+    write_beton(resized, ArrayDataset(rng.integers(0, 255, (16, 16, 16, 3), dtype=np.uint8), np.arange(16) % 10),
+                num_workers=1, meta={"dataset": "digits", "split": "test", "num_classes": 10,
+                                     "classes": [str(i) for i in range(10)]})
+    train = str(betons["raw"])
+    args = [f"--data.train_dataset={train}", "--training.batch_size=8"]
+    with pytest.raises(UserError, match=r"data.val_dataset .*other\.beton has 2 classes \(a, b\) but "
+                                        r"data.train_dataset .*raw\.beton has 10 classes"):
+        parse_config([*args, f"--data.val_dataset={other}"], world_size=1)
+    with pytest.raises(UserError, match=r"resized\.beton holds 16x16 images but data.train_dataset .*holds 32x32"):
+        parse_config([*args, f"--data.val_dataset={resized}"], world_size=1)
+    cfg, _ = parse_config([*args, f"--data.val_dataset={betons['jpg']}"], world_size=1)
+    state = {"config": to_flat(cfg), "epoch": 0, "step": 0, "world_size": 1}
+    with pytest.raises(UserError, match=r"other\.beton has 2 classes"):
+        evaluate("ckpt.pt", [f"--data.train_dataset={train}", f"--data.val_dataset={other}"], state)
+
+
+def test_an_overlapping_allocation_entry_is_named_as_an_overlap(betons, tmp_path):
+    """Entry 3 pointing into entry 2's bytes lies inside the data: the line says what is wrong with it."""
+    from ffcv.reader import Reader
+    from ffcv.types import ALLOC_TABLE_TYPE
+
+    from ffcv_amcl.data.beton import validate_beton
+
+    r = Reader(str(betons["raw"]))
+    order = np.argsort(r.alloc_table["ptr"])
+    first, second = int(order[0]), int(order[1])
+    blob = bytearray(betons["raw"].read_bytes())
+    entry = int(r.header["alloc_table_ptr"]) + second * ALLOC_TABLE_TYPE.itemsize + 8      # its pointer
+    blob[entry:entry + 8] = np.uint64(int(r.alloc_table["ptr"][first]) + 1).tobytes()
+    bad = tmp_path / "overlap.beton"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(UserError, match=rf"allocation entry {first} \(sample \d+, pointer \d+, \d+ bytes\) "
+                                        rf"overlaps the next entry"):
+        validate_beton(bad)

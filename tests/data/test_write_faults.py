@@ -177,3 +177,34 @@ def test_unknown_flag_is_one_line():
                           "--cfg.write_path=x.beton", "--cfg.bogus=1"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stdout == "", res.stdout
     assert re.fullmatch(r"error: unrecognized arguments: --cfg\.bogus=1 \(see --help\)\n", res.stderr), res.stderr
+
+
+def test_jpegs_that_do_not_decode_are_found_before_the_file_takes_its_name(tmp_path, monkeypatch):
+    """An encoder whose output lost its start marker: the written file is refused before it is renamed."""
+    import ffcv.fields.rgb_image as rgb
+
+    from ffcv_amcl.data.write import write_beton
+
+    encode = rgb.encode_jpeg
+
+    def without_start_marker(image, quality):
+        data = encode(image, quality).copy()
+        data[:2] = 0
+        return data
+
+    monkeypatch.setattr(rgb, "encode_jpeg", without_start_marker)        # the writer's forked workers inherit it
+    with pytest.raises(UserError, match=r"^the file written for .*x\.beton is not a readable \.beton \(12 of the 12 "
+                                        r"JPEG images checked do not decode, sample 0 first\): nothing was written"):
+        write_beton(tmp_path / "x.beton", _data(12), write_mode="jpg", num_workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_settings_out_of_range_are_refused_before_reading():
+    from ffcv_amcl.data.sources import open_source
+    from ffcv_amcl.data.write import write_beton
+
+    with pytest.raises(UserError, match=r"^cfg.subset=5000 exceeds the 1437 images of digits train: give at most "
+                                        r"1437, or -1 for all$"):
+        open_source("digits", None, "train", subset=5000)
+    with pytest.raises(UserError, match=r"^max_resolution 0: give a positive number of pixels"):
+        write_beton("/tmp/never.beton", _data(4), max_resolution=0)

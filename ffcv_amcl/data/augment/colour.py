@@ -6,7 +6,6 @@ clamping to [0, 255] and truncation back to uint8 after every operation, graysca
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from numba import njit
