@@ -4,6 +4,8 @@
     python write_datasets.py --cfg.dataset=cifar10 --cfg.data_dir=~/data --cfg.split=test \
         --cfg.write_path=c10_test.beton
     python write_datasets.py --config-file=imagenet.yaml --cfg.split=val
+    python write_datasets.py --cfg.dataset=imagefolder --cfg.labels=none --cfg.data_dir=~/photos --cfg.split=. \
+        --cfg.write_path=photos.beton        # any tree of images, no classes (label -1)
 
 Flags follow FFCV's ImageNet example (section `cfg`); a YAML/JSON file given with --config-file
 supplies the same keys, and command-line flags override it.
@@ -24,8 +26,10 @@ Section("cfg", "dataset conversion").params(
     dataset=Param(str, "cifar10 | cifar100 | imagefolder | digits", default="digits"),
     data_dir=Param(str, "source folder (CIFAR: holds cifar-10-batches-py/ or cifar-100-python/; "
                         "imagefolder: holds <split>/<class>/); unused for digits", default=""),
-    split=Param(str, "train | test (CIFAR, digits); the sub-folder name (e.g. train, val) for imagefolder",
-                required=True),
+    split=Param(str, "train | test (CIFAR, digits); the sub-folder name (e.g. train, val) for imagefolder "
+                     "(. = cfg.data_dir itself)", required=True),
+    labels=Param(str, "classes (imagefolder: one class per sub-folder) | none (imagefolder: every image of any "
+                      "tree, nested or flat, stored unlabelled with label -1)", default="classes"),
     write_path=Param(str, "the .beton to write (its directory must exist)", required=True),
     write_mode=Param(str, "raw | jpg | proportion (compress_probability of the images as JPEG) | smart "
                           "(FFCV's; with no size threshold set it stores raw)", default="raw"),
@@ -48,8 +52,9 @@ Section("cfg", "dataset conversion").params(
 @param("compress_probability")
 @param("num_workers")
 @param("subset")
+@param("labels")
 def convert(dataset, data_dir, split, write_path, write_mode, max_resolution, jpeg_quality,
-            compress_probability, num_workers, subset):
+            compress_probability, num_workers, subset, labels):
     from ffcv_amcl.data.sources import open_source
     from ffcv_amcl.data.write import write_beton
 
@@ -62,12 +67,14 @@ def convert(dataset, data_dir, split, write_path, write_mode, max_resolution, jp
     for stale in remove_stale_temps(parent):
         print(f"note: removed {stale}, left by a writer that was killed", file=sys.stderr)
     source, meta = open_source(dataset, os.path.expanduser(data_dir), split,
-                               max_resolution=max_resolution if max_resolution > 0 else None, subset=subset)
+                               max_resolution=max_resolution if max_resolution > 0 else None, subset=subset,
+                               labels=labels)
     meta = write_beton(write_path, source, write_mode=write_mode,
                        max_resolution=max_resolution if max_resolution > 0 else None,
                        jpeg_quality=jpeg_quality, compress_probability=compress_probability,
                        num_workers=num_workers, meta=meta)
-    print(f"{meta['dataset']} {meta['split']}: {meta['num_samples']} images, {meta['num_classes']} classes, "
+    classes = f"{meta['num_classes']} classes" if meta["labelled"] else "unlabelled"
+    print(f"{meta['dataset']} {meta['split']}: {meta['num_samples']} images, {classes}, "
           f"mean {[round(m, 2) for m in meta['mean']]}, std {[round(s, 2) for s in meta['std']]}")
 
 

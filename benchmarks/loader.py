@@ -1,10 +1,13 @@
-"""Two-view loading throughput, side by side in one run on the same cores and data.
+"""Two-view and multi-crop loading throughput, side by side in one run on the same cores and data.
 
     python -m benchmarks.loader [--size cifar|imagenet|both] [--workers 2] [--json out.json]
 
 Rows, per setting:
   ffcv_amcl two-view abcde   this project's loader: decode once, two random resized crops, flip,
-                             colour jitter, colour drop, blur, float normalisation (pairs/s)
+                             colour jitter, colour drop, blur (p = 0.5 per view), float normalisation (pairs/s)
+  ffcv_amcl multi-crop       the same with 6 local views (2x32 + 6x16 at 32 px, 2x224 + 6x96 at 224 px) from
+                             the same single decode (images/s: one image = its 8 views); beside the two-view
+                             row, its time per image against the pixels it writes per image
   ffcv decode+crop+flip      FFCV's own RandomResizedCropRGBImageDecoder + RandomHorizontalFlip,
                              one view (images/s): the floor the extra stages cost against
   torchvision + PIL          DataLoader with the same five families and two views per decoded
@@ -127,7 +130,44 @@ def forever(make_iter, count):
             yield count(batch)
 
 
-def bench_setting(name, workdir, workers, seconds, batch_size):
+TWO_VIEW = "ffcv_amcl two-view abcde"
+FLOOR = "ffcv decode+crop+flip (1 view)"
+TORCHVISION = "torchvision + PIL two-view"
+LOCAL_CROPS = 6
+SIMCLR_BLUR = (0.5, 0.5)  # blur p of both views, as the torchvision baseline's RandomApply
+
+
+def multi_crop_row(size: int) -> str:
+    from ffcv_amcl.data.augment.recipe import default_local_size
+
+    return f"ffcv_amcl multi-crop 2x{size} + {LOCAL_CROPS}x{default_local_size(size)}"
+
+
+def prepare(name, workdir):
+    """(the .beton, the global views' side, the torchvision dataset) of setting `name`, written once."""
+    beton = workdir / f"{name}.beton"
+    if name == "cifar":
+        items = list(photo_crops(12_000, 0, 32, 32))
+        if not beton.exists():
+            write_ffcv(beton, [(np.asarray(im), y) for im, y in items], "raw")
+        arrays = np.stack([np.asarray(im) for im, _ in items])
+        labels = np.array([y for _, y in items])
+        return beton, 32, ArrayImages(arrays, labels, torchvision_views(32))
+    root = workdir / "imagefolder"
+    if not beton.exists():
+        items = []
+        for k, (im, y) in enumerate(photo_crops(400, 1, 300, 640)):
+            d = root / f"class{y}"
+            d.mkdir(parents=True, exist_ok=True)
+            im.save(d / f"{k:05d}.jpg", quality=90)
+            items.append((np.asarray(im), y))
+        write_ffcv(beton, items, "jpg", max_resolution=640)
+    return beton, 224, TwoViewFolder(root, torchvision_views(224))
+
+
+def ffcv_rows(beton, size, workers, seconds, batch_size):
+    """Our two-view and multi-crop loaders (images/s: one pair, or one 2 + N set of views, per image) and FFCV's
+    one-view floor, one after the other on the same data."""
     from ffcv.fields.rgb_image import RandomResizedCropRGBImageDecoder
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import Loader, OrderOption
@@ -135,53 +175,60 @@ def bench_setting(name, workdir, workers, seconds, batch_size):
 
     from ffcv_amcl.data.loader import make_ssl_loader
 
-    workdir = Path(workdir)
-    beton = workdir / f"{name}.beton"
-    if name == "cifar":
-        size = 32
-        items = list(photo_crops(12_000, 0, 32, 32))
-        if not beton.exists():
-            write_ffcv(beton, [(np.asarray(im), y) for im, y in items], "raw")
-        arrays = np.stack([np.asarray(im) for im, _ in items])
-        labels = np.array([y for _, y in items])
-        tv_data = ArrayImages(arrays, labels, torchvision_views(size))
-    else:
-        size = 224
-        root = workdir / "imagefolder"
-        if not beton.exists():
-            items = []
-            for k, (im, y) in enumerate(photo_crops(400, 1, 300, 640)):
-                d = root / f"class{y}"
-                d.mkdir(parents=True, exist_ok=True)
-                im.save(d / f"{k:05d}.jpg", quality=90)
-                items.append((np.asarray(im), y))
-            write_ffcv(beton, items, "jpg", max_resolution=640)
-        tv_data = TwoViewFolder(root, torchvision_views(size))
-
-    results = {}
-    ours = make_ssl_loader(beton, batch_size, augs="abcde", image_size=size, num_workers=workers,
-                           seed=0)
     ahead = 3 + 2  # FFCV's default batches_ahead, plus margin
-    results["ffcv_amcl two-view abcde"] = ("pairs/s", timed(
-        lambda: forever(lambda: ours, lambda b: len(b[2])), seconds, 1 + ahead))
-
+    results = {}
+    for row, local_crops, unit in ((TWO_VIEW, 0, "pairs/s"), (multi_crop_row(size), LOCAL_CROPS, "images/s")):
+        ours = make_ssl_loader(beton, batch_size, augs="abcde", image_size=size, num_workers=workers, seed=0,
+                               local_crops=local_crops, blur_p=SIMCLR_BLUR)
+        results[row] = (unit, timed(lambda: forever(lambda: ours, lambda b: len(b[2])), seconds, 1 + ahead))
+        del ours
     floor = Loader(str(beton), batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM,
                    seed=0, drop_last=True, pipelines={
                        "image": [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip()],
                        "label": [IntDecoder()]})
-    results["ffcv decode+crop+flip (1 view)"] = ("images/s", timed(
-        lambda: forever(lambda: floor, lambda b: len(b[0])), seconds, 1 + ahead))
-    del ours, floor
+    results[FLOOR] = ("images/s", timed(lambda: forever(lambda: floor, lambda b: len(b[0])), seconds, 1 + ahead))
+    return results
 
+
+def bench_setting(name, workdir, workers, seconds, batch_size):
+    beton, size, tv_data = prepare(name, Path(workdir))
+    results = ffcv_rows(beton, size, workers, seconds, batch_size)
     torch.set_num_threads(1)
     # spawn: FFCV's threads are alive in this process, and fork() with live threads is unsafe.
     tv = torch.utils.data.DataLoader(tv_data, batch_size=batch_size, shuffle=True,
                                      num_workers=workers, drop_last=True, persistent_workers=True,
                                      prefetch_factor=2, multiprocessing_context="spawn")
-    results["torchvision + PIL two-view"] = ("pairs/s", timed(
+    results[TORCHVISION] = ("pairs/s", timed(
         lambda: forever(lambda: tv, lambda b: len(b[2])), seconds, 2 + 2 * workers))
     torch.set_num_threads(workers)
-    return results
+    return size, results
+
+
+def summary(size, res) -> dict:
+    """The ratios the table prints: against torchvision, against the one-view floor, multi-crop against two-view
+    (its cost per image beside the pixels it writes per image)."""
+    from ffcv_amcl.data.augment.recipe import default_local_size
+
+    ours, tv, floor = res[TWO_VIEW][1], res[TORCHVISION][1], res[FLOOR][1]
+    multi = res[multi_crop_row(size)][1]
+    pixels = (2 * size ** 2 + LOCAL_CROPS * default_local_size(size) ** 2) / (2 * size ** 2)
+    return {"ratio_vs_torchvision": ours / tv, "pairs_vs_floor_images": ours / floor,
+            "multi_crop_views_per_s": multi * (2 + LOCAL_CROPS), "multi_crop_vs_floor_images": multi / floor,
+            "multi_crop_pixels_vs_two_view": pixels, "multi_crop_time_vs_two_view": ours / multi}
+
+
+def report(name, size, res, ratios, workers, cpus):
+    print(f"\n{name}: {'32x32 raw' if name == 'cifar' else '224 crops of 300-640 px JPEGs'}, "
+          f"{workers} workers, {cpus} CPUs")
+    print(f"  {'pipeline':34s} {'rate':>10s}  unit")
+    for k, (u, r) in res.items():
+        print(f"  {k:34s} {r:10.0f}  {u}")
+    print(f"  ratio ffcv_amcl / torchvision (pairs/s)      {ratios['ratio_vs_torchvision']:6.2f}x")
+    print(f"  ffcv_amcl pairs/s per floor image/s          {ratios['pairs_vs_floor_images']:6.2f}")
+    print(f"  multi-crop views/s ({2 + LOCAL_CROPS} per image)         {ratios['multi_crop_views_per_s']:6.0f}")
+    print(f"  multi-crop images/s per floor image/s        {ratios['multi_crop_vs_floor_images']:6.2f}")
+    print(f"  multi-crop / two-view, pixels per image      {ratios['multi_crop_pixels_vs_two_view']:6.2f}x")
+    print(f"  multi-crop / two-view, time per image        {ratios['multi_crop_time_vs_two_view']:6.2f}x")
 
 
 def main(argv=None):
@@ -201,21 +248,10 @@ def main(argv=None):
         workdir = args.workdir or tmp
         Path(workdir).mkdir(parents=True, exist_ok=True)
         for name in sizes:
-            batch = 256 if name == "cifar" else 64
-            res = bench_setting(name, workdir, args.workers, args.seconds, batch)
-            ours = res["ffcv_amcl two-view abcde"][1]
-            tv = res["torchvision + PIL two-view"][1]
-            floor = res["ffcv decode+crop+flip (1 view)"][1]
-            out["settings"][name] = {k: {"unit": u, "rate": r} for k, (u, r) in res.items()}
-            out["settings"][name]["ratio_vs_torchvision"] = ours / tv
-            out["settings"][name]["pairs_vs_floor_images"] = ours / floor
-            print(f"\n{name}: {'32x32 raw' if name == 'cifar' else '224 crops of 300-640 px JPEGs'}, "
-                  f"{args.workers} workers, {out['cpus']} CPUs")
-            print(f"  {'pipeline':34s} {'rate':>10s}  unit")
-            for k, (u, r) in res.items():
-                print(f"  {k:34s} {r:10.0f}  {u}")
-            print(f"  ratio ffcv_amcl / torchvision (pairs/s)      {ours / tv:6.2f}x")
-            print(f"  ffcv_amcl pairs/s per floor image/s          {ours / floor:6.2f}")
+            size, res = bench_setting(name, workdir, args.workers, args.seconds, 256 if name == "cifar" else 64)
+            ratios = summary(size, res)
+            out["settings"][name] = {**{k: {"unit": u, "rate": r} for k, (u, r) in res.items()}, **ratios}
+            report(name, size, res, ratios, args.workers, out["cpus"])
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

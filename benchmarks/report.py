@@ -8,6 +8,7 @@ measured here and GPU tables measured on a GPU machine live side by side.
     python -m benchmarks.report --device cuda         # the GPU variants, on a GPU machine
     python -m benchmarks.report --only losses --out BENCHMARKS.md
     python -m benchmarks.report --gpu-run benchmarks/results/gpu_run.json   # the GPU run's section (no re-run)
+    python -m benchmarks.report --only amcl-study augmentations   # saved comparisons (benchmarks/results/*.json)
 
 Each section names the load average of the machine when its benchmark started: CPU figures taken while other
 work ran are marked as measured under load.
@@ -31,9 +32,9 @@ from ffcv_amcl.atomic import atomic_path
 BENCHMARKS = {
     "losses": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                ["-m", "benchmarks.losses", "--device", "{device}"]),
-    "loader-cifar": ("Two-view loader vs torchvision DataLoader + PIL, 32x32",
+    "loader-cifar": ("Two-view and multi-crop loader vs torchvision DataLoader + PIL, 32x32",
                      ["-m", "benchmarks.loader", "--size", "cifar"]),
-    "loader-imagenet": ("Two-view loader vs torchvision ImageFolder + PIL, ImageNet-size JPEGs",
+    "loader-imagenet": ("Two-view and multi-crop loader vs torchvision ImageFolder + PIL, ImageNet-size JPEGs",
                         ["-m", "benchmarks.loader", "--size", "imagenet"]),
     "train-step": ("Full training step: this project vs a re-creation of the reference step",
                    ["-m", "benchmarks.train_step", "--device", "{device}"]),
@@ -41,25 +42,20 @@ BENCHMARKS = {
                 ["-m", "benchmarks.scaling", "--device", "{device}"]),
 }
 CPU_ONLY = {"loader-cifar", "loader-imagenet"}  # the loaders run on the host CPU either way
-# The AMCL study's runs as saved: every variant on Fashion-MNIST; on digits the SimCLR ones and the smoke check.
-_STUDY = "python -m benchmarks.studies.amcl_study --out runs/amcl_study"
-STUDY_COMMAND = " && ".join([
-    f"{_STUDY} --datasets fashion",
-    f"{_STUDY} --datasets digits --variants simclr_t0.1,simclr_t0.2,simclr_t0.5,multihead_t0.2,amcl_ref,"
-    "amcl_hetero_c1,amcl_hetero_c3,amcl_post_c1,amcl_post_c3",
-    f"{_STUDY} --datasets digits --seeds 0 --variants simsiam,simsiam_amcl_hetero,barlow,barlow_amcl_hetero"])
 # Saved runs (measured on another machine, or hours long): re-printed from their file, naming their machine.
 SAVED = {
     "losses-h100": ("AMCL loss: batched heads vs per-head loop vs reference formulation",
                     ["-m", "benchmarks.losses", "--from-json", "benchmarks/results/losses_cuda_h100.json"],
                     "python -m benchmarks.losses --device cuda --repeats 30 --json losses_cuda.json",
                     "NVIDIA H100 80GB HBM3 (torch 2.11.0+cu130)", "cuda"),
-    # The AMCL study takes hours: its JSON is re-printed here, naming the run that wrote it.
+}
+# Comparisons (python -m ffcv_amcl.compare, hours long): a plan's OUT/results.json copied to benchmarks/results/ as
+# <json>, and its OUT/compare.png beside it as the same name with .png, re-printed with the plan's command.
+COMPARISONS = {
     "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds; Fashion-MNIST and digits)",
-                   ["-m", "benchmarks.studies.amcl_study", "--report", "benchmarks/results/amcl_study.json"],
-                   STUDY_COMMAND,
-                   "2 cores of the project's CPU machine (torch 2.14.1, fp32), shared with other work while it ran",
-                   "cpu"),
+                   ROOT / "benchmarks" / "results" / "amcl_vs_tuned.json"),
+    "augmentations": ("The paper's augmentation claim: kNN and pair overlap against the augmentation families "
+                      "(3 seeds; Fashion-MNIST)", ROOT / "benchmarks" / "results" / "augmentations.json"),
 }
 
 # The GPU run (benchmarks/gpu/run.sh; how to run it: benchmarks/gpu/README.md): its gpu_run.json.
@@ -140,6 +136,25 @@ def gpu_run_section(path: Path) -> str:
             f"```\n{out}\n```\n\n{GPU_RUN_HOWTO}\n\n<!-- end: {key} -->\n")
 
 
+def comparison_section(name: str) -> str:
+    """A saved comparison's section: its table as the compare command wrote it, the plan's command, the machine and
+    date the results.json records, and its figure when one lies beside the JSON."""
+    from ffcv_amcl.compare.table import render
+
+    title, path = COMPARISONS[name]
+    if not path.is_file():
+        raise SystemExit(f"error: {shown_path(path)} not found: run its plan with python -m ffcv_amcl.compare and "
+                         f"copy OUT/results.json (and OUT/compare.png as {path.with_suffix('.png').name}) there")
+    results = json.loads(path.read_text())
+    key = f"{name}.{results.get('device', 'cpu')}"
+    figure = path.with_suffix(".png")
+    shown = f"![{name}]({shown_path(figure)})\n\n" if figure.is_file() else ""
+    return (f"<!-- section: {key} -->\n## {title} ({results.get('device', 'cpu').upper()})\n\n"
+            f"Command: `{results.get('plan_command', results['command'])}` (saved run); re-printed with "
+            f"`python -m ffcv_amcl.compare.table {shown_path(path)}`  \nMachine: {results['machine']}  \n"
+            f"Measured: {results['date']}\n\n{shown}{render(results)}\n<!-- end: {key} -->\n")
+
+
 def run_one(name: str, device: str, timeout: float) -> str:
     from ffcv_amcl import machine
 
@@ -185,7 +200,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED) + [GPU_RUN],
+    ap.add_argument("--only", nargs="*", choices=sorted(BENCHMARKS) + sorted(SAVED) + sorted(COMPARISONS) + [GPU_RUN],
                     help="run just these")
     ap.add_argument("--gpu-run", type=Path, default=None, metavar="JSON",
                     help=f"write the GPU run's section from this gpu_run.json (alone, unless --only names more); "
@@ -203,8 +218,9 @@ def main() -> int:
         return 2
     sections = []
     for name in names:
-        if name == GPU_RUN:
-            sections.append(gpu_run_section(args.gpu_run or GPU_RUN_JSON))
+        if name == GPU_RUN or name in COMPARISONS:
+            sections.append(gpu_run_section(args.gpu_run or GPU_RUN_JSON) if name == GPU_RUN
+                            else comparison_section(name))
             print(sections[-1], flush=True)
             continue
         print(f"running {name} on {args.device} ...", flush=True)

@@ -24,7 +24,9 @@ from fastargs import Config, Param, Section
 from fastargs.dict_utils import expand_keys, fix_dict
 from fastargs.validation import Checker
 
+from ffcv_amcl.data.augment.recipe import BLUR_P, LOCAL_SCALE, LOCAL_SIZE_RULE, SOLARIZE_P, default_local_size
 from ffcv_amcl.data.augment.spec import AUGS_HELP, view_letters
+from ffcv_amcl.evaluation.splits import check_evaluation_splits
 from ffcv_amcl.errors import ArgumentParser, UserError, check
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCH_HELP, check_arch
@@ -109,15 +111,38 @@ class Pair(Checker):
     """Two floats `lo,hi` with 0 < lo <= hi <= 1 (a crop scale range); YAML list or 'lo,hi' string."""
 
     def check(self, value):
-        if isinstance(value, str):
-            value = value.strip("()[] ").split(",")
-        lo, hi = (float(v) for v in value)
+        lo, hi = self.numbers(value)
         if not 0 < lo <= hi <= 1:
             raise ValueError(value)
         return (lo, hi)
 
+    @staticmethod
+    def numbers(value) -> tuple[float, float]:
+        if isinstance(value, str):
+            value = value.strip("()[] ").split(",")
+        a, b = (float(v) for v in value)
+        return a, b
+
     def help(self):
         return "two numbers lo,hi with 0 < lo <= hi <= 1"
+
+
+class ViewProbabilities(Pair):
+    """Two probabilities `a,b`, one per global view (local views take view b's); YAML list or 'a,b' string."""
+
+    def check(self, value):
+        a, b = self.numbers(value)
+        if not (0 <= a <= 1 and 0 <= b <= 1):
+            raise ValueError(value)
+        return (a, b)
+
+    def help(self):
+        return "two probabilities a,b in [0, 1] (view a, view b)"
+
+
+def _text(pair) -> str:
+    """(0.05, 0.4) -> '0.05,0.4': a pair default as the command line writes it."""
+    return ",".join(f"{v:g}" for v in pair)
 
 
 def integer(default, low=None, high=None, desc=""):
@@ -145,14 +170,25 @@ def flag(default, desc=""):
 SPEC = {
     "data": ("Data", dict(
         train_dataset=Param(Text(), "training .beton (write_datasets.py)", required=True),
-        val_dataset=text("", "held-out .beton for the kNN monitor ('' = no kNN)"),
+        val_dataset=text("", "held-out labelled .beton for the kNN monitor and the online probe ('' = neither)"),
+        eval_train_dataset=text("", "labelled .beton the kNN monitor and eval's kNN and linear probe train on ('' = "
+                                    "data.train_dataset; set it when the training set is unlabelled, "
+                                    "write_datasets.py --cfg.labels=none)"),
         num_workers=integer(-1, -1, desc="FFCV loader threads (-1 = every usable core); torch's own threads are "
                                         "training.threads"),
         image_size=integer(32, 8, desc="side of the augmented views, px"),
         augs=text("default", f"augmentations of view a: {AUGS_HELP}"),
         augs_b=text("", "augmentations of view b, as data.augs ('' = the same as data.augs; ASCL: 'ae' = weak key "
                         "view)"),
-        crop_scale=Param(Pair(), "random-resized-crop scale range", default="0.08,1"),
+        crop_scale=Param(Pair(), "random-resized-crop scale range of the two global views", default="0.08,1"),
+        local_crops=integer(0, 0, desc="local views per image (multi-crop: 2 global + N local views from one decode; "
+                                       "they take view b's augmentations; 0 = the two global views only)"),
+        local_size=integer(0, 0, desc=f"side of the local views, px (0 = {LOCAL_SIZE_RULE})"),
+        local_scale=Param(Pair(), "random-resized-crop scale range of the local views", default=_text(LOCAL_SCALE)),
+        blur_p=Param(ViewProbabilities(), "blur probability (letter b) of view a, view b (BYOL's)",
+                     default=_text(BLUR_P)),
+        solarize_p=Param(ViewProbabilities(), "solarization probability (letter f) of view a, view b (BYOL's)",
+                         default=_text(SOLARIZE_P)),
         color_strength=number(0.5, 0, desc="colour-distortion strength s"),
         order=choice("random", "random", "quasi_random", "sequential", desc="FFCV sample order"),
     )),
@@ -265,7 +301,8 @@ SPEC = {
 # Settings that do not shape the weights a run trains (where it logs, what it evaluates, how fast and where it
 # runs): a resume may change them freely; every other setting must match the checkpoint's (checkpoint
 # compatibility), and so must the number of processes. An entry ending in "." covers its whole section.
-RESUME_FREE = ("logging.", "eval.", "dist.", "data.num_workers", "data.val_dataset", "training.resume",
+RESUME_FREE = ("logging.", "eval.", "dist.", "data.num_workers", "data.val_dataset", "data.eval_train_dataset",
+               "training.resume",
                "training.resume_changed", "training.overwrite", "training.log_every", "training.checkpoint_every",
                "training.max_steps", "training.device", "training.compile", "training.deterministic",
                "training.threads")
@@ -310,7 +347,18 @@ def read_config_file(path: str) -> dict:
     if tree is None:
         return {}
     check(isinstance(tree, dict), f"config file {path} must map sections to settings (section: {{param: value}})")
+    return flatten_settings(tree)
+
+
+def flatten_settings(tree: dict) -> dict:
+    """Flat {section.param: value} of settings given as sections ({section: {param: value}}), dotted keys
+    ({section.param: value}) or both, as a config file holds them."""
     return _flatten(fix_dict(expand_keys(tree)))
+
+
+def setting_names() -> list[str]:
+    """Every setting's `section.param` name, in declaration order."""
+    return [f"{section}.{name}" for section, (_, params) in SPEC.items() for name in params]
 
 
 HELP_ARCHS = ("resnet18", "resnet50")   # the archs --help lists per-arch method defaults for
@@ -410,14 +458,20 @@ def from_flat(flat: dict) -> SimpleNamespace:
     """Inverse of to_flat; fills settings `flat` lacks with today's defaults."""
     values = {f"{s}.{n}": p.default for s, (_, ps) in SPEC.items() for n, p in ps.items()}
     values.update(flat)
-    values["data.crop_scale"] = Pair().check(values["data.crop_scale"])
+    for section, (_, params) in SPEC.items():      # lists (JSON) back to the tuples the checkers give
+        for name, param in params.items():
+            if isinstance(param.checker, Pair):
+                values[f"{section}.{name}"] = param.checker.check(values[f"{section}.{name}"])
     return to_namespace(values)
 
 
 def resolve(cfg: SimpleNamespace) -> SimpleNamespace:
-    """Fill method-dependent defaults (temperature, beta, projection sizes) in place; returns cfg.
+    """Fill method-dependent defaults (temperature, beta, projection sizes) and the local views' side in place;
+    returns cfg.
     Each method class owns its values (ffcv_amcl/model/methods/)."""
     METHODS[cfg.model.method].resolve(cfg)
+    if cfg.data.local_size == 0:
+        cfg.data.local_size = default_local_size(cfg.data.image_size)
     if cfg.loss.tau_min < 0:
         cfg.loss.tau_min = FORM_TAU_MIN[cfg.loss.amcl_form]
     return cfg
@@ -438,6 +492,9 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
     check_arch(m.arch)
     check(m.heads >= 1, f"model.heads={m.heads}: a run needs at least one projection head (--model.heads=1 or more)")
     view_letters(d.augs, d.augs_b, flags=("data.augs", "data.augs_b"))
+    check(d.local_size <= d.image_size, f"data.local_size={d.local_size} is larger than the global views "
+                                        f"(data.image_size={d.image_size}): lower --data.local_size (0 = "
+                                        f"{LOCAL_SIZE_RULE})")
     check(0 < l.tau_min < l.tau_max, f"loss.tau_min={l.tau_min}, loss.tau_max={l.tau_max}: need 0 < tau_min < tau_max")
     check(l.nll_dim > 0, f"loss.nll_dim={l.nll_dim}: the Gaussian NLL's dimension must be above 0 (default 2)")
     check(not (l.ascl and m.amcl and l.amcl_form == "ref"),
@@ -453,6 +510,9 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
         n = beton_samples(d.train_dataset, "data.train_dataset")
         if d.val_dataset:
             facts["val_samples"] = beton_samples(d.val_dataset, "data.val_dataset")
+        if d.eval_train_dataset:
+            facts["eval_train_samples"] = beton_samples(d.eval_train_dataset, "data.eval_train_dataset")
+        check_evaluation_splits(cfg)
         check(n >= global_batch,
               f"training.batch_size={t.batch_size} x {world_size} process(es) needs {global_batch} images per "
               f"step but {d.train_dataset} holds {n}: lower --training.batch_size")

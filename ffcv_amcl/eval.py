@@ -3,6 +3,9 @@
     python -m ffcv_amcl.eval --checkpoint runs/x/ckpt_e0100_s00009700.pt \
         --data.train_dataset=c10_train.beton --data.val_dataset=c10_test.beton [--eval.linear_epochs=100]
 
+Both classifiers train on data.eval_train_dataset when it is set (a labelled set beside an unlabelled
+pretraining set), on data.train_dataset otherwise.
+
 The model settings come from the checkpoint; a model.* setting given here that disagrees with it is an
 error (one line), not a silent override. Features of both splits are computed once (no augmentation),
 then the linear layer trains on them: 100 epochs take seconds. Prints one line per metric and, with
@@ -21,6 +24,7 @@ from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.checkpoint import load_checkpoint, restore_model, saved_settings
 from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.config import beton_samples, parse_argv
+from ffcv_amcl.data.labels import require_labelled
 from ffcv_amcl.errors import UserError, check, check_output_file, cli
 from ffcv_amcl.evaluation import extract_features, knn_top1, linear_probe
 
@@ -32,10 +36,15 @@ def evaluate(checkpoint: str, argv: list[str], state: dict | None = None) -> dic
     check_compatible(saved_settings(state), {key: values[key] for key in explicit}, source=f"checkpoint {checkpoint}",
                      fix="drop the flag or pick the matching checkpoint")
     d = values
-    train_path, val_path = d["data.train_dataset"], d["data.val_dataset"]
+    train_key = "data.eval_train_dataset" if d["data.eval_train_dataset"] else "data.train_dataset"
+    train_path, val_path = d[train_key], d["data.val_dataset"]
     check(bool(val_path), "data.val_dataset is empty: pass --data.val_dataset=path/to/test.beton")
-    beton_samples(train_path, "data.train_dataset")
+    beton_samples(train_path, train_key)
     beton_samples(val_path, "data.val_dataset")
+    require_labelled(train_path, train_key, "kNN and the linear probe train on labels; pass "
+                                            "--data.eval_train_dataset=a labelled .beton")
+    require_labelled(val_path, "data.val_dataset", "kNN and the linear probe score labels; pass "
+                                                   "--data.val_dataset=a labelled .beton")
 
     info = dist.DistInfo(device=dist.pick_device(d["training.device"]))
     machine.set_torch_threads(d["training.threads"])
@@ -89,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_fallback_paths(state: dict, argv: list[str]) -> list[str]:
-    """Use the checkpoint's training/validation .beton paths when none are given."""
+    """Use the checkpoint's .beton paths (training, kNN training split, validation) when none are given; a
+    training set given here replaces the checkpoint's training split too."""
     given = {a.split("=")[0] for a in argv}
+    if "--data.train_dataset" in given:
+        given.add("--data.eval_train_dataset")
     out = list(argv)
-    for key in ("data.train_dataset", "data.val_dataset"):
+    for key in ("data.train_dataset", "data.eval_train_dataset", "data.val_dataset"):
         if f"--{key}" not in given and state["config"].get(key):
             out.append(f"--{key}={state['config'][key]}")
     return out

@@ -3,8 +3,11 @@
     python -m ffcv_amcl.plots --run RUN_FOLDER --out DIR [--batch-size 256] [--device auto] [--augs abcde]
 
 From `metrics.jsonl`: loss.png, lr.png, knn.png (when the kNN monitor ran), online_linear.png (the online
-linear probe's validation top-1), tau_curves.png (AMCL's mean temperatures per head and epoch) and
-tau_health.png (AMCL: median and 10th-90th percentile of the temperatures, and the share at a bound, per epoch). From the newest checkpoint and the config stored in it, on one
+linear probe's validation top-1), tau_curves.png (AMCL's mean temperatures per head and epoch),
+tau_health.png (AMCL: median and 10th-90th percentile of the temperatures, and the share at a bound, per epoch),
+separation.png (per head and epoch: the overlap of the positive and negative pair-similarity histograms of the
+training batches, and the share of positive pairs below 0.5) and collapse.png (RankMe and the projections' std at
+the kNN epochs, with their collapse thresholds). From the newest checkpoint and the config stored in it, on one
 batch of the validation set seen as two augmented views (the run's own augmentations):
 
   similarity_head{c}.png   cosine similarity of positive pairs (two views of one image) and negative pairs
@@ -33,8 +36,11 @@ from ffcv_amcl.compatibility import check_compatible
 from ffcv_amcl.errors import ArgumentParser, check, cli, user_io, warn
 from ffcv_amcl.model.diagnostics import temperature_pairs, view_pair_masks
 from ffcv_amcl.monitoring.metrics import METRICS_FILE, read_metrics
-from ffcv_amcl.monitoring.names import (EPOCH, KINDS, KNN_TOP1, LOSS, LR, ONLINE_LINEAR_TOP1, STEP, TAU_STATS,
-                                        head_field, heads, tau_mean, tau_stat)
+from ffcv_amcl.monitoring.collapse import PROJ_STD_COLLAPSED, RANKME_COLLAPSED
+from ffcv_amcl.monitoring.separation import overlap_coefficient
+from ffcv_amcl.monitoring.names import (EPOCH, KINDS, KNN_TOP1, LOSS, LR, ONLINE_LINEAR_TOP1, POS_BELOW_HALF,
+                                        POS_NEG_OVERLAP, PROJ_STD, RANKME, STEP, TAU_STATS, head_field, heads,
+                                        tau_mean, tau_stat)
 from ffcv_amcl.run_folder import CONFIG_FILE, read_config
 
 matplotlib.use("Agg")  # files only, no display
@@ -75,16 +81,15 @@ def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_
     """One batch of two augmented views of the first images of `path`, with the run's augmentations
     (or `augs`, to see how the trained heads separate pairs under other augmentations)."""
     from ffcv_amcl.config import beton_samples
-    from ffcv_amcl.data.loader import make_ssl_loader
+    from ffcv_amcl.data.loader import make_ssl_loader, view_options
 
     n = beton_samples(path, "validation dataset")
     check(n >= 2, f"{path} holds {n} image(s): similarity histograms need at least 2")
-    d = cfg.data
-    loader = make_ssl_loader(path, min(batch_size, n), augs=augs or d.augs, image_size=d.image_size,
-                             num_workers=num_workers, device=device, seed=seed, color_strength=d.color_strength,
-                             drop_last=True, crop_scale=tuple(d.crop_scale),
-                             augs_b=None if augs else (d.augs_b or None),
-                             order="sequential")
+    views = {**view_options(cfg.data), "local_crops": 0}
+    if augs:
+        views.update(augs=augs, augs_b=None)
+    loader = make_ssl_loader(path, min(batch_size, n), num_workers=num_workers, device=device, seed=seed,
+                             drop_last=True, order="sequential", **views)
     view_a, view_b, _ = next(iter(loader))
     return view_a, view_b
 
@@ -113,10 +118,10 @@ def head_pairs(model, view_a, view_b) -> dict:
 
 
 def overlap(a: np.ndarray, b: np.ndarray, bins: np.ndarray) -> float:
-    """Overlap coefficient of two samples' histograms: the integral of min(density_a, density_b), 0..1."""
-    ha, _ = np.histogram(a, bins=bins, density=True)
-    hb, _ = np.histogram(b, bins=bins, density=True)
-    return float(np.sum(np.minimum(ha, hb) * np.diff(bins)))
+    """Overlap coefficient of two samples' histograms over `bins` (monitoring.separation's formula), 0..1."""
+    ha, _ = np.histogram(a, bins=bins)
+    hb, _ = np.histogram(b, bins=bins)
+    return float(overlap_coefficient(torch.from_numpy(ha), torch.from_numpy(hb)))
 
 
 # --------------------------------------------------------------------------------------------------- figures
@@ -207,6 +212,53 @@ def tau_health_curves(records: list[dict], out: Path, run_name: str) -> Path | N
     return _save(fig, out)
 
 
+def separation_curves(records: list[dict], out: Path, run_name: str) -> Path | None:
+    """Per epoch and head: the overlap of the positive and negative similarity histograms (left) and the share of
+    positive pairs below 0.5 (right), from the training batches (monitoring.separation)."""
+    shown = heads(records, POS_NEG_OVERLAP)
+    if not shown:
+        return None
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, base in ((left, POS_NEG_OVERLAP), (right, POS_BELOW_HALF)):
+        for c in shown:
+            pts = [(r[EPOCH], r[head_field(base, c)]) for r in records
+                   if isinstance(r.get(head_field(base, c)), (int, float))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, color=f"C{c}", label=f"head {c}")
+        ax.set(xlabel="epoch", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set(title=f"{run_name}: positive/negative overlap", ylabel="overlap coefficient (0 apart, 1 the same)")
+    right.set(title="positive pairs with similarity below 0.5", ylabel="share of positive pairs")
+    return _save(fig, out)
+
+
+def collapse_curves(records: list[dict], out: Path, run_name: str, proj_dim: int) -> Path | None:
+    """At the kNN epochs: RankMe of the backbone features (left) and the std of the normalised projections against
+    1/sqrt(D) (right), each with its collapse threshold (monitoring.collapse)."""
+    rows = [r for r in records if isinstance(r.get(RANKME), (int, float))]
+    if not rows:
+        return None
+    import matplotlib.pyplot as plt
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ep = [r[EPOCH] for r in rows]
+    healthy = 1 / math.sqrt(max(proj_dim, 1))
+    left.plot(ep, [r[RANKME] for r in rows], marker="o", label="RankMe")
+    left.axhline(RANKME_COLLAPSED, color=NEG, linestyle="--", label="collapse threshold")
+    right.plot(ep, [r.get(PROJ_STD) for r in rows], marker="o", label="proj_std")
+    right.axhline(healthy, color="grey", linestyle=":", label=f"1/sqrt(D), D = {proj_dim}")
+    right.axhline(PROJ_STD_COLLAPSED * healthy, color=NEG, linestyle="--", label="collapse threshold")
+    left.set(title=f"{run_name}: effective rank of the features", xlabel="epoch", ylabel="RankMe")
+    right.set(title="std of the normalised projections", xlabel="epoch", ylabel="mean per-dimension std")
+    for ax in (left, right):
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
 def histogram(pos: np.ndarray, neg: np.ndarray, bins: np.ndarray, out: Path, *, title: str, xlabel: str,
               pos_label: str, neg_label: str, logx: bool = False) -> Path:
     fig, ax = _figure(title, xlabel, "density")
@@ -249,6 +301,8 @@ def curve_figures(records: list[dict], out_dir: Path, name: str, cfg) -> list[Pa
               ylabel="kNN top-1 accuracy (%)", label=f"kNN top-1 (k={cfg.eval.knn_k}, t={cfg.eval.knn_t})"),
         tau_curves(records, out_dir / "tau_curves.png", name),
         tau_health_curves(records, out_dir / "tau_health.png", name),
+        separation_curves(records, out_dir / "separation.png", name),
+        collapse_curves(records, out_dir / "collapse.png", name, cfg.model.proj_dim),
         curve(records, ONLINE_LINEAR_TOP1, EPOCH, out_dir / "online_linear.png", title=f"{name}: online probe",
               ylabel="online linear top-1 (%)", label="online linear probe, validation top-1"),
     ) if p is not None]

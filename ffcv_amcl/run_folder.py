@@ -31,9 +31,9 @@ CONFIG_FILE = "config.json"
 HISTORY = "history"
 
 
-def lock_folder(folder: Path):
+def lock_folder(folder: Path, *, setting: str = "logging.folder", user: str = "training"):
     """Hold an exclusive lock on `folder` for the life of this process; returns the open lock file (keep it).
-    UserError naming the PID of the training that holds it."""
+    UserError naming the PID of the `user` that holds it and the `setting` that chose the folder."""
     with user_io(folder / LOCK):
         fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     handle = os.fdopen(fd, "r+")
@@ -42,8 +42,8 @@ def lock_folder(folder: Path):
     except BlockingIOError:
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise UserError(f"logging.folder {folder} is in use by another training (PID {holder}): wait for it to "
-                        f"finish, or choose another --logging.folder")
+        raise UserError(f"{setting} {folder} is in use by another {user} (PID {holder}): wait for it to "
+                        f"finish, or choose another --{setting}")
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

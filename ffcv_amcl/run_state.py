@@ -16,6 +16,7 @@ from ffcv_amcl.checkpoint import restore_run, save_run
 from ffcv_amcl.config import to_flat
 from ffcv_amcl.errors import warn
 from ffcv_amcl.evaluation.online import OnlineProbe
+from ffcv_amcl.evaluation.splits import knn_train_path
 from ffcv_amcl.model.ssl import SSLModel, build_model
 from ffcv_amcl.monitoring.epoch import EpochStats
 from ffcv_amcl.monitoring.metrics import MetricsLog
@@ -46,21 +47,21 @@ def unwrap(model: torch.nn.Module) -> SSLModel:
 
 def make_loaders(cfg, info: dist.DistInfo, *, with_eval: bool | None = None):
     """(SSL train loader, train-split eval loader, val eval loader). The eval loaders (kNN monitor, online
-    probe) exist only on rank 0, with a val set, and when the kNN monitor or the online probe is on."""
-    from ffcv_amcl.data.loader import make_eval_loader, make_ssl_loader
+    probe) exist only on rank 0, with a val set, and when the kNN monitor or the online probe is on; the
+    train-split one reads data.eval_train_dataset (default: the training set)."""
+    from ffcv_amcl.data.loader import make_eval_loader, make_ssl_loader, view_options
 
     d, t = cfg.data, cfg.training
-    train = make_ssl_loader(d.train_dataset, t.batch_size, augs=d.augs, image_size=d.image_size,
-                            num_workers=d.num_workers, device=info.device, distributed=info.distributed,
-                            seed=t.seed, color_strength=d.color_strength, drop_last=True,
-                            crop_scale=tuple(d.crop_scale), augs_b=d.augs_b or None, order=d.order)
+    train = make_ssl_loader(d.train_dataset, t.batch_size, num_workers=d.num_workers, device=info.device,
+                            distributed=info.distributed, seed=t.seed, drop_last=True, order=d.order,
+                            **view_options(d))
     if with_eval is None:
         with_eval = cfg.eval.knn_every > 0 or bool(cfg.eval.online_linear)
     evals = (None, None)
     if info.is_main and d.val_dataset and with_eval:
         size = cfg.eval.image_size or d.image_size
         evals = tuple(make_eval_loader(p, cfg.eval.batch_size, image_size=size, num_workers=d.num_workers,
-                                       device=info.device) for p in (d.train_dataset, d.val_dataset))
+                                       device=info.device) for p in (knn_train_path(d), d.val_dataset))
     return train, *evals
 
 

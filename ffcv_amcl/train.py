@@ -23,6 +23,7 @@ from ffcv_amcl.config import parse_config
 from ffcv_amcl.errors import cli, warn
 from ffcv_amcl.evaluation import extract_features, knn_top1
 from ffcv_amcl.model.ssl import SSLModel
+from ffcv_amcl.monitoring.collapse import collapse_fields, collapse_warning
 from ffcv_amcl.monitoring.epoch import EpochStats
 from ffcv_amcl.monitoring.names import EPOCH, IMAGES_PER_S, KNN_TOP1, LOSS, LR, ONLINE_LINEAR_TOP1, SETTINGS_CHANGED, STEP
 from ffcv_amcl.monitoring.nonfinite import nonfinite_check
@@ -136,7 +137,8 @@ def features_of(model: SSLModel, loader, device, autocast_dtype):
 
 
 def evaluate(run: Run, knn: bool) -> dict:
-    """kNN top-1 (when `knn`) and the online probe's validation top-1, rank 0 only."""
+    """kNN top-1 and the collapse monitors on its features (when `knn`), and the online probe's validation
+    top-1, rank 0 only."""
     out = {}
     train_loader, val_loader = run.eval_loaders
     if val_loader is None or not (knn or run.probe is not None):
@@ -146,6 +148,7 @@ def evaluate(run: Run, knn: bool) -> dict:
     if knn:
         f_tr, y_tr = features_of(run.core, train_loader, dev, amp)
         out[KNN_TOP1] = knn_top1(f_tr, y_tr, f_va, y_va, k=run.cfg.eval.knn_k, t=run.cfg.eval.knn_t)
+        out.update(collapse_fields(run.core, f_tr))
     if run.probe is not None:
         out[ONLINE_LINEAR_TOP1] = run.probe.top1(f_va, y_va)
     return out
@@ -166,6 +169,7 @@ def end_epoch(run: Run, res: EpochResult) -> None:
     run.losses += step_losses
     last = run.finished or run.epoch == t.epochs
     record.update(evaluate(run, knn=ev.knn_every > 0 and (last or run.epoch % ev.knn_every == 0)))
+    warnings += collapse_lines(run, record)
     if run.changed:
         record[SETTINGS_CHANGED], run.changed = run.changed, {}
     run.stats = EpochStats.for_model(run.core)
@@ -177,6 +181,12 @@ def end_epoch(run: Run, res: EpochResult) -> None:
                                   f" (stopped at training.max_steps={t.max_steps})" if run.finished else ""))
     for line in warnings if run.info.is_main else []:
         warn(f"epoch {record[EPOCH]}: {line}")
+
+
+def collapse_lines(run: Run, record: dict) -> list[str]:
+    """The collapse warning of a record with the collapse monitors (monitoring.collapse), as a list of lines."""
+    line = collapse_warning(record, run.cfg.model.method, run.cfg.model.proj_dim)
+    return [line] if line else []
 
 
 def first_record(run: Run) -> None:
@@ -191,6 +201,8 @@ def first_record(run: Run) -> None:
         record.pop(ONLINE_LINEAR_TOP1, None)                    # an untrained probe says nothing
         if KNN_TOP1 in record:
             run.log(epoch_line(record))
+        for line in collapse_lines(run, record):
+            warn(f"epoch 0: {line}")
     run.metrics.write(record)
     run.records.append(record)
 

@@ -10,8 +10,8 @@ DEFAULTS.update({"data.train_dataset": "train.beton", "data.crop_scale": [0.08, 
 # What may change on a resume, written out from the brief: where the run logs, what it evaluates, how fast and
 # where it runs. Every other setting shapes the run.
 FREE_SECTIONS = ("logging.", "eval.", "dist.")
-FREE = {"data.num_workers", "data.val_dataset", "training.resume", "training.resume_changed", "training.overwrite",
-        "training.log_every", "training.checkpoint_every", "training.max_steps", "training.device",
+FREE = {"data.num_workers", "data.val_dataset", "data.eval_train_dataset", "training.resume",
+        "training.resume_changed", "training.overwrite", "training.log_every", "training.checkpoint_every", "training.max_steps", "training.device",
         "training.compile", "training.deterministic", "training.threads"}
 
 

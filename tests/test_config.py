@@ -76,7 +76,7 @@ def test_every_augs_name_is_a_valid_setting(augs):
     from ffcv_amcl.data.augment.spec import parse_augs
 
     cfg = parse(f"--data.augs={augs}", f"--data.augs_b={augs}")
-    assert cfg.data.augs == augs and parse_augs(cfg.data.augs) <= set("abcde")
+    assert cfg.data.augs == augs and parse_augs(cfg.data.augs) <= set("abcdef")
 
 
 @pytest.mark.parametrize("method,temperature,beta,dim", [("simclr", 0.5, 1e-4, 128), ("moco", 0.1, 1e-4, 128),
@@ -91,10 +91,17 @@ def test_method_defaults_follow_the_spec(method, temperature, beta, dim):
 
 
 def test_flat_round_trip():
-    cfg = parse("--model.method=byol", "--data.crop_scale=0.3,1")
+    cfg = parse("--model.method=byol", "--data.crop_scale=0.3,1", "--data.blur_p=0.9,0.3", "--data.local_scale=0.1,0.5")
+    assert (cfg.data.blur_p, cfg.data.solarize_p, cfg.data.local_scale) == ((0.9, 0.3), (0.0, 0.2), (0.1, 0.5))
     flat = to_flat(cfg)
     assert all(isinstance(v, (str, int, float, list, type(None))) for v in flat.values())
     assert to_flat(from_flat(json.loads(json.dumps(flat)))) == flat
+
+
+@pytest.mark.parametrize("image_size,local_size", [(224, 96), (96, 40), (32, 16), (24, 8), (8, 8)])
+def test_local_views_side_follows_the_global_side(image_size, local_size):
+    assert parse(f"--data.image_size={image_size}").data.local_size == local_size
+    assert parse(f"--data.image_size={image_size}", "--data.local_size=6").data.local_size == 6
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -108,6 +115,11 @@ def test_flat_round_trip():
     (["--training.lr=fast"], "training.lr='fast'"),
     (["--data.crop_scale=0.5,0.2"], "data.crop_scale"),
     (["--data.augs=xyz"], "data.augs='xyz'"),
+    (["--data.local_size=40"], "data.local_size=40 is larger than the global views (data.image_size=32)"),
+    (["--data.local_crops=-1"], "data.local_crops='-1'"),
+    (["--data.local_scale=0,0.4"], "data.local_scale"),
+    (["--data.blur_p=1.2,0.1"], "data.blur_p"),
+    (["--data.solarize_p=0.2"], "data.solarize_p"),
     (["--model.method=moco", "--loss.mochi_n_hard=5000"], "loss.mochi_n_hard=5000 exceeds"),
     (["--model.method=moco", "--loss.mochi_n_hard=8", "--loss.mochi_s1=-1"], "mochi_s1=-1"),
     (["--model.method=moco", "--model.amcl=0", "--loss.ascl=1", "--loss.ascl_variant=soft"], "loss.ascl_variant"),

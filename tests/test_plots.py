@@ -47,7 +47,8 @@ def test_every_figure_is_a_non_empty_png(plotted):
     out, written = plotted
     names = {p.name for p in written}
     expected = {"loss.png", "lr.png", "knn.png", "tau_curves.png", "tau_health.png", "online_linear.png",
-                *(f"similarity_head{c}.png" for c in range(HEADS)), *(f"temperature_head{c}.png" for c in range(HEADS))}
+                "separation.png", "collapse.png", *(f"similarity_head{c}.png" for c in range(HEADS)),
+                *(f"temperature_head{c}.png" for c in range(HEADS))}
     assert names == expected
     assert {p.name for p in out.iterdir()} == expected            # nothing else (no temporary files) left
     for p in written:

@@ -62,6 +62,20 @@ def test_temperatures_at_a_bound_give_one_warning_line(data, tmp_path, capsys):
     assert "--loss.amcl_form" in err[0]
 
 
+def test_a_collapsed_run_warns_once_naming_the_settings(data, tmp_path, capsys):
+    """Weight decay far too strong (and no momentum to smooth it) drives every weight to zero in a few steps: the
+    features of every image become the same, and the kNN epoch's collapse monitors say so; the untrained network's
+    record (epoch 0) does not."""
+    out = run(tiny_args(data[0], tmp_path, "--training.epochs=1", "--eval.knn_every=1", "--model.amcl=0",
+                        "--model.heads=1", "--training.weight_decay=19", "--training.momentum=0",
+                        "--eval.online_linear=0", val=data[1]))
+    err = [line for line in capsys.readouterr().err.splitlines() if "collapsed" in line]
+    assert len(err) == 1 and err[0].startswith("warning: epoch 1: the representation has collapsed: RankMe 1.00")
+    assert "--training.weight_decay" in err[0] and "--training.lr" in err[0]
+    first, last = out["records"][0], out["records"][-1]
+    assert first["rankme"] > 10 and last["rankme"] < 1.01 and last["proj_std"] < 1e-6
+
+
 def test_the_probe_draws_nothing_from_the_global_random_stream():
     from ffcv_amcl.evaluation.online import OnlineProbe
 

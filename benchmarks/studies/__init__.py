@@ -1,5 +1,6 @@
-"""Studies: trainings and probes that answer a question about the method (docs/amcl.md reports them).
+"""Studies: trainings and probes that answer a question about the method (docs/amcl.md reports them). The
+trainings themselves are comparison plans (rn_configs/compare/, run with python -m ffcv_amcl.compare).
 
-    python -m benchmarks.studies.amcl_study   every AMCL form against tuned baselines, several seeds, two datasets
+    python -m benchmarks.studies.datasets     the comparison plans' datasets (digits, Fashion-MNIST) as .betons
     python -m benchmarks.studies.phi_probe    where each AMCL form sends the temperatures, phi alone on fixed data
 """

@@ -150,12 +150,13 @@ def _check_images(image, ptrs, sizes, owners) -> None:
 
 
 def _check_labels(p: Path, labels) -> None:
-    """Labels are class indices: non-negative and, when the sidecar gives a class count, below it."""
+    """Labels are class indices: non-negative and, when the sidecar gives a class count, below it; an unlabelled
+    set's are all UNLABELLED (data/labels.py)."""
+    from ffcv_amcl.data.labels import bounds_text, label_bounds
     from ffcv_amcl.data.meta import read_meta
 
-    classes = read_meta(p).get("num_classes")
-    hi = classes if isinstance(classes, int) and classes > 0 else np.iinfo(np.int64).max
-    bad = (labels < 0) | (labels >= hi)
+    bounds = label_bounds(read_meta(p))
+    bad = (labels < bounds[0]) | (labels >= bounds[1])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _Damaged(f"sample {i} has label {int(labels[i])}, outside [0, {classes or 'inf'})")
+        raise _Damaged(f"sample {i} has label {int(labels[i])}, outside {bounds_text(bounds)}")

@@ -1,9 +1,10 @@
-"""FFCV loaders that yield two augmented views (SSL) or one centred view (evaluation).
+"""FFCV loaders that yield two augmented views (SSL; plus N local views with multi-crop) or one centred view
+(evaluation).
 
-The numba stages (ffcv_amcl.data.augment) produce uint8 (B, V, S, S, 3) batches on the host; the
-conversion to float, the normalisation with the dataset's mean/std (the .beton sidecar) and the
-channels_last layout happen last, in torch, on the target device (on CUDA the uint8 batch crosses
-the bus, 4x less traffic than float).
+The numba stages (ffcv_amcl.data.augment) produce uint8 batches on the host, one row of views per sample
+(augment/layout.py); the conversion to float, the normalisation with the dataset's mean/std (the .beton sidecar)
+and the channels_last layout happen last, in torch, on the target device (on CUDA the uint8 batch crosses the bus,
+4x less traffic than float).
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from ffcv_amcl.errors import UserError
 from ffcv_amcl.machine import usable_cores
 from ffcv_amcl.data.beton import REWRITE, validate_beton
 from ffcv_amcl.data.meta import read_meta
-from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, RandomBlur, RandomFlip,
-                                    RandomGrayscale, TwoViewDecoder, view_letters)
+from ffcv_amcl.data.augment import (ColorJitter, EpochCounter, MultiViewDecoder, RandomBlur, RandomFlip,
+                                    RandomGrayscale, RandomSolarize, ViewLayout, ViewRecipe, view_letters)
+from ffcv_amcl.data.augment.recipe import BLUR_P, GLOBAL_VIEWS, LOCAL_SCALE, SOLARIZE_P
 
 _ORDERS = ("random", "quasi_random", "sequential")
 
@@ -122,20 +124,24 @@ def _check_common(path, batch_size, image_size, device):
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
-def _normalise_host(images, view, mean, inv_std, out):
-    """(x - mean) * inv_std from uint8 images[:, view] (N, V, H, W, 3) into float32 NHWC in
-    one pass (CPU path)."""
-    for i in range(images.shape[0]):
-        src = images[i, view].reshape(-1)
-        dst = out[i].reshape(-1)
-        for k in range(src.shape[0] // 3):
-            dst[3 * k] = (np.float32(src[3 * k]) - mean[0]) * inv_std[0]
-            dst[3 * k + 1] = (np.float32(src[3 * k + 1]) - mean[1]) * inv_std[1]
-            dst[3 * k + 2] = (np.float32(src[3 * k + 2]) - mean[2]) * inv_std[2]
+def _normalise_host(images, offset, count, side, mean, inv_std, out):
+    """(x - mean) * inv_std of `count` consecutive views of side `side` starting at byte `offset` of each row of
+    the uint8 (N, row_bytes) batch, into float32 NHWC out[j * N + i] (view j of sample i), in one pass (CPU)."""
+    n = images.shape[0]
+    nbytes = side * side * 3
+    for j in range(count):
+        for i in range(n):
+            start = offset + j * nbytes
+            src = images[i, start:start + nbytes]
+            dst = out[j * n + i].reshape(-1)
+            for k in range(nbytes // 3):
+                dst[3 * k] = (np.float32(src[3 * k]) - mean[0]) * inv_std[0]
+                dst[3 * k + 1] = (np.float32(src[3 * k + 1]) - mean[1]) * inv_std[1]
+                dst[3 * k + 2] = (np.float32(src[3 * k + 2]) - mean[2]) * inv_std[2]
 
 
 class _Normaliser:
-    """uint8 NHWC (host) -> float32 NCHW channels_last, (x - mean) / std, on the device.
+    """uint8 views (host) -> float32 NCHW channels_last, (x - mean) / std, on the device.
 
     A float NHWC array viewed as NCHW is already channels_last. On CUDA the uint8 batch crosses
     the bus (4x less than float) and torch normalises it there. On the CPU one fused numba pass
@@ -151,13 +157,16 @@ class _Normaliser:
         self.mean = torch.from_numpy(self.mean_np).to(self.device)
         self.inv_std = torch.from_numpy(self.inv_std_np).to(self.device)
 
-    def __call__(self, images: np.ndarray, view: int) -> torch.Tensor:
-        """images: the pipeline's uint8 (N, V, H, W, 3) batch; returns view `view`."""
+    def __call__(self, images: np.ndarray, layout: ViewLayout, first: int, count: int = 1) -> torch.Tensor:
+        """images: the pipeline's uint8 (N, row_bytes) batch; returns views first .. first + count - 1 (one side s)
+        as one (count * N, 3, s, s) tensor, view-major (every sample's view `first`, then the next view's)."""
+        side = layout.check_run(first, count)
         if self.device.type == "cpu":
-            out = np.empty(images.shape[:1] + images.shape[2:], dtype=np.float32)
-            _normalise_host(np.ascontiguousarray(images), view, self.mean_np, self.inv_std_np, out)
+            out = np.empty((count * len(images), side, side, 3), dtype=np.float32)
+            _normalise_host(np.ascontiguousarray(images), layout.offsets[first], count, side, self.mean_np,
+                            self.inv_std_np, out)
             return torch.from_numpy(out).permute(0, 3, 1, 2)
-        u8 = np.ascontiguousarray(images[:, view])
+        u8 = layout.images(images, first, count)
         # pinned (torch's caching host allocator reuses the blocks): the copy runs asynchronously instead of
         # holding the Python thread while pageable memory is staged
         x = torch.from_numpy(u8).pin_memory().to(self.device, non_blocking=True)
@@ -173,8 +182,9 @@ def by_name(loader, batch) -> dict:
 class _Base:
     """Epoch bookkeeping shared by both loaders; `_loader` is the ffcv Loader."""
 
-    def __init__(self, loader, epoch: EpochCounter, normalise: _Normaliser, batch_size: int):
+    def __init__(self, loader, epoch: EpochCounter, normalise: _Normaliser, batch_size: int, layout: ViewLayout):
         self._loader = loader
+        self.layout = layout
         self._epoch = epoch
         self._normalise = normalise
         self.batch_size = int(batch_size)
@@ -202,11 +212,17 @@ class _Base:
 
 
 class SSLLoader(_Base):
-    """Yields (view_a, view_b, label) per batch; see make_ssl_loader."""
+    """Yields (view_a, view_b, label) per batch, and the local views as a fourth item with multi-crop; see
+    make_ssl_loader."""
 
     def __iter__(self):
+        local_crops = len(self.layout) - GLOBAL_VIEWS
         for images, labels in self._batches():
-            yield self._normalise(images, 0), self._normalise(images, 1), self._labels(labels)
+            batch = (self._normalise(images, self.layout, 0), self._normalise(images, self.layout, 1),
+                     self._labels(labels))
+            if local_crops:
+                batch += (self._normalise(images, self.layout, GLOBAL_VIEWS, local_crops),)
+            yield batch
 
 
 class EvalLoader(_Base):
@@ -214,57 +230,67 @@ class EvalLoader(_Base):
 
     def __iter__(self):
         for images, labels in self._batches():
-            yield self._normalise(images, 0), self._labels(labels)
+            yield self._normalise(images, self.layout, 0), self._labels(labels)
 
 
-def build_image_pipeline(letters_a, letters_b, image_size, *, seed, epoch_address,
-                         color_strength=0.5, crop_scale=(0.08, 1.0)):
-    """The FFCV operations for the `image` field: decoder, then flip, jitter, colour drop, blur
-    (the order of the SimCLR reference). A stage is left out if neither view uses its letter."""
-    common = dict(seed=seed, epoch_address=epoch_address)
-    ops = [TwoViewDecoder(image_size, random_crop=("a" in letters_a, "a" in letters_b),
-                          scale=crop_scale, **common)]
+def build_image_pipeline(recipe: ViewRecipe, *, seed, epoch_address):
+    """The FFCV operations for the `image` field: decoder, then flip, jitter, colour drop, blur (the order of the
+    SimCLR reference), solarize last (BYOL's). A stage is left out if no view uses its letter."""
+    common = dict(layout=recipe.layout(), seed=seed, epoch_address=epoch_address)
+    ops = [MultiViewDecoder(random_crop=recipe.uses("a"), scale=recipe.scales(), **common)]
     for letter, make in (("e", lambda en: RandomFlip(enabled=en, **common)),
-                         ("d", lambda en: ColorJitter(strength=color_strength, enabled=en, **common)),
+                         ("d", lambda en: ColorJitter(strength=recipe.color_strength, enabled=en, **common)),
                          ("c", lambda en: RandomGrayscale(enabled=en, **common)),
-                         ("b", lambda en: RandomBlur(enabled=en, **common))):
-        enabled = (letter in letters_a, letter in letters_b)
+                         ("b", lambda en: RandomBlur(p=recipe.per_view(recipe.blur_p), enabled=en, **common)),
+                         ("f", lambda en: RandomSolarize(p=recipe.per_view(recipe.solarize_p), enabled=en,
+                                                         **common))):
+        enabled = recipe.uses(letter)
         if any(enabled):
             ops.append(make(enabled))
     return ops
 
 
+def view_options(data) -> dict:
+    """The make_ssl_loader keywords that a config's `data` section sets (the views of every training view)."""
+    return dict(augs=data.augs, augs_b=data.augs_b or None, image_size=data.image_size,
+                color_strength=data.color_strength, crop_scale=tuple(data.crop_scale),
+                local_crops=data.local_crops, local_size=data.local_size, local_scale=tuple(data.local_scale),
+                blur_p=tuple(data.blur_p), solarize_p=tuple(data.solarize_p))
+
+
 def make_ssl_loader(path, batch_size, *, augs="default", image_size=32, num_workers=-1,
                     device="cpu", distributed=False, seed=0, color_strength=0.5, drop_last=True,
-                    crop_scale=(0.08, 1.0), augs_b=None, order="random"):
-    """Two-view SSL loader over an FFCV .beton.
+                    crop_scale=(0.08, 1.0), augs_b=None, order="random", local_crops=0, local_size=0,
+                    local_scale=LOCAL_SCALE, blur_p=BLUR_P, solarize_p=SOLARIZE_P):
+    """Two-view (or multi-crop) SSL loader over an FFCV .beton.
 
     augs / augs_b: the augmentation letters or names (ffcv_amcl.data.augment.spec) of view a / view b
-    (augs_b None or '' = the same as augs). Given a seed, the views of sample i in epoch e are the same for every
-    run, worker count and distributed split. Iterating yields (view_a, view_b, label): float32
-    (N, 3, S, S) channels_last normalised tensors and int64 (N,) labels on `device`.
+    (augs_b None or '' = the same as augs). local_crops N > 0: N local views of side local_size (0 = the rule of
+    augment.recipe.default_local_size) cropped with local_scale, with view b's letters and probabilities; blur_p and
+    solarize_p: the probabilities of views a and b. All views come from one decode of each image. Given a seed, the
+    views of sample i in epoch e are the same for every run, worker count and distributed split, and the global
+    views do not depend on local_crops. Iterating yields (view_a, view_b, label): float32 (B, 3, S, S)
+    channels_last normalised tensors and int64 (B,) labels on `device`; with local_crops > 0, (view_a, view_b,
+    label, local_views), local_views one float32 (N * B, 3, s, s) channels_last tensor, ordered local-view-major
+    (every image's local view 0, then every image's local view 1, ...).
     """
     letters_a, letters_b = view_letters(augs, augs_b)
     _check_common(path, batch_size, image_size, device)
     if order not in _ORDERS:
         raise UserError(f"unknown order {order!r}; use one of {', '.join(_ORDERS)}")
-    lo, hi = (float(crop_scale[0]), float(crop_scale[1]))
-    if not 0.0 < lo <= hi <= 1.0:
-        raise UserError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}")
-    if color_strength < 0:
-        raise UserError(f"color_strength must be >= 0, got {color_strength!r}")
+    recipe = ViewRecipe(letters_a, letters_b, int(image_size), crop_scale=crop_scale, local_crops=local_crops,
+                        local_size=local_size, local_scale=local_scale, color_strength=color_strength,
+                        blur_p=blur_p, solarize_p=solarize_p)
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import OrderOption
 
     epoch = EpochCounter(0)
-    image_ops = build_image_pipeline(letters_a, letters_b, int(image_size), seed=int(seed),
-                                     epoch_address=epoch.address, color_strength=color_strength,
-                                     crop_scale=(lo, hi))
+    image_ops = build_image_pipeline(recipe, seed=int(seed), epoch_address=epoch.address)
     loader = GuardedLoader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
                     order=getattr(OrderOption, order.upper()), drop_last=drop_last,
                     distributed=distributed, seed=int(seed),
                     pipelines={"image": image_ops, "label": [IntDecoder()]})
-    return SSLLoader(loader, epoch, _Normaliser(path, device), batch_size)
+    return SSLLoader(loader, epoch, _Normaliser(path, device), batch_size, recipe.layout())
 
 
 def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device="cpu",
@@ -288,10 +314,10 @@ def make_eval_loader(path, batch_size, *, image_size=32, num_workers=-1, device=
         short = np.minimum(meta["height"], meta["width"])
         centre_ratio = 1.0 if np.median(short) <= image_size * 8 / 7 else 0.875
     epoch = EpochCounter(0)
-    decoder = TwoViewDecoder(int(image_size), random_crop=(False,), seed=0,
-                             epoch_address=epoch.address, centre_ratio=float(centre_ratio),
-                             stretch=False)
+    layout = ViewLayout([int(image_size)])
+    decoder = MultiViewDecoder(layout, random_crop=(False,), seed=0, epoch_address=epoch.address,
+                               centre_ratio=float(centre_ratio), stretch=False)
     loader = GuardedLoader(str(path), batch_size=int(batch_size), num_workers=_workers(num_workers),
                     order=OrderOption.SEQUENTIAL, drop_last=False, distributed=distributed,
                     pipelines={"image": [decoder], "label": [IntDecoder()]})
-    return EvalLoader(loader, epoch, _Normaliser(path, device), batch_size)
+    return EvalLoader(loader, epoch, _Normaliser(path, device), batch_size, layout)

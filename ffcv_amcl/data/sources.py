@@ -6,17 +6,24 @@ import numpy as np
 from ffcv_amcl.errors import UserError, check
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "digits")
+LABELS = ("classes", "none")
 SUBSET_SEED = 0
 
 
 def open_source(name: str, data_dir: str | None, split: str, *, max_resolution: int | None = None,
-                subset: int = -1):
-    """Return (dataset, meta) for write_beton; meta has dataset, split, num_classes, classes.
+                subset: int = -1, labels: str = "classes"):
+    """Return (dataset, meta) for write_beton; meta has dataset, split, labelled, num_classes, classes.
 
     `subset` > 0 keeps that many samples chosen at random with a fixed seed (in source order),
-    so a subset of a class-sorted ImageFolder still covers its classes.
+    so a subset of a class-sorted ImageFolder still covers its classes. labels="none" (imagefolder): every image
+    of any tree under data_dir/split, unlabelled (data/labels.py).
     """
     from ffcv_amcl.data.write import ArrayDataset, Subset
+
+    check(labels in LABELS, f"unknown cfg.labels={labels!r}: use classes (the class sub-folders) or none")
+    check(labels == "classes" or name == "imagefolder",
+          f"cfg.labels=none converts an image folder without classes (cfg.dataset=imagefolder); {name} comes with "
+          f"its labels, which pretraining ignores anyway: drop --cfg.labels")
 
     if name in ("cifar10", "cifar100"):
         from ffcv_amcl.data.cifar import load_cifar
@@ -28,7 +35,7 @@ def open_source(name: str, data_dir: str | None, split: str, *, max_resolution: 
         from ffcv_amcl.data.imagefolder import ImageFolder
 
         check(bool(data_dir), "imagefolder needs cfg.data_dir: the folder holding <split>/<class>/<image> files")
-        dataset = ImageFolder(data_dir, split, max_resolution=max_resolution)
+        dataset = ImageFolder(data_dir, split, max_resolution=max_resolution, labelled=labels == "classes")
         classes = dataset.classes
     elif name == "digits":
         from ffcv_amcl.data.digits import CLASSES, load_digits
@@ -40,5 +47,7 @@ def open_source(name: str, data_dir: str | None, split: str, *, max_resolution: 
     if subset is not None and 0 < subset < len(dataset):
         keep = np.sort(np.random.default_rng(SUBSET_SEED).choice(len(dataset), subset, replace=False))
         dataset = Subset(dataset, keep)
-    meta = {"dataset": name, "split": split, "num_classes": len(classes), "classes": classes}
+    labelled = classes is not None
+    meta = {"dataset": name, "split": split, "labelled": labelled, "num_classes": len(classes) if labelled else None,
+            "classes": classes}
     return dataset, meta

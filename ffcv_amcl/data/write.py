@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ffcv_amcl.atomic import atomic_path
+from ffcv_amcl.data.labels import bounds_text, label_bounds
 from ffcv_amcl.data.meta import write_meta
 from ffcv_amcl.data.pixels import to_rgb8
 from ffcv_amcl.data.supervise import Supervisor
@@ -72,12 +73,11 @@ def _as_rgb(image, i: int) -> np.ndarray:
     return image
 
 
-def _label(label, i: int, num_classes: int | None) -> int:
+def _label(label, i: int, bounds: tuple[int, int]) -> int:
     if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
         raise UserError(f"sample {i}: label {label!r} is not an integer class index")
-    hi = num_classes if num_classes is not None else np.iinfo(np.int64).max
-    if not 0 <= label < hi:
-        raise UserError(f"sample {i}: label {label} is out of range [0, {num_classes}): "
+    if not bounds[0] <= label < bounds[1]:
+        raise UserError(f"sample {i}: label {label} is out of range {bounds_text(bounds)}: "
                         f"fix the labels or the class count")
     return int(label)
 
@@ -94,8 +94,8 @@ def _stored_shape(shape, max_resolution: int | None) -> tuple[int, int]:
 class _Guarded:
     """Validates each sample inside the writer's workers; see the module docstring."""
 
-    def __init__(self, dataset, num_classes, max_resolution, write_mode, page_size):
-        self.dataset, self.num_classes, self.page_size = dataset, num_classes, page_size
+    def __init__(self, dataset, bounds, max_resolution, write_mode, page_size):
+        self.dataset, self.bounds, self.page_size = dataset, bounds, page_size
         self.max_resolution, self.write_mode = max_resolution, write_mode
         self.failed = mp.RawValue(ctypes.c_int, 0)  # 0 ok, 1 UserError, 2 other exception
         self.message = mp.RawArray(ctypes.c_char, _MSG_BYTES)
@@ -112,7 +112,7 @@ class _Guarded:
         try:
             image, label = self.dataset[i]
             image = _as_rgb(image, i)
-            label = _label(label, i, self.num_classes)
+            label = _label(label, i, self.bounds)
             h, w = _stored_shape(image.shape, self.max_resolution)
             if max(h, w) > 65535 or (self.write_mode != "jpg" and h * w * 3 > self.page_size):
                 raise UserError(f"sample {i}: a {h}x{w} image does not fit a .beton page: "
@@ -209,7 +209,8 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
     """Write fields `image` (RGBImageField) then `label` (IntField) to `path`, atomically, plus the
     `path.json` sidecar (meta + num_samples, per-channel mean/std of the source pixels on 0-255).
 
-    Labels must lie in [0, meta["num_classes"]) when that is given. Returns the sidecar dict.
+    Labels must lie in [0, meta["num_classes"]) when that is given, and be UNLABELLED when meta["labelled"] is
+    False. Returns the sidecar dict.
     """
     path = Path(path)
     meta = dict(meta or {})
@@ -217,14 +218,14 @@ def write_beton(path, dataset, *, write_mode: str = "raw", max_resolution: int |
     _check_options(path, write_mode, jpeg_quality, compress_probability)
     if max_resolution is not None and max_resolution <= 0:
         max_resolution = None  # -1/0 = keep the source size
-    n = _check_source(path, dataset, num_classes)
+    n = _check_source(path, dataset, num_classes, label_bounds(meta))
 
     # ffcv pulls in torch and numba-compiles at import (seconds): only import it once the input is checked.
     from ffcv.fields import IntField, RGBImageField
     from ffcv.writer import DatasetWriter
 
     page_size = _page_size(dataset)
-    guarded = _Guarded(dataset, num_classes, max_resolution, write_mode, page_size)
+    guarded = _Guarded(dataset, label_bounds(meta), max_resolution, write_mode, page_size)
     fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution,
                                      jpeg_quality=jpeg_quality, compress_probability=compress_probability),
               "label": IntField()}
@@ -249,7 +250,7 @@ def _check_options(path: Path, write_mode: str, jpeg_quality: int, compress_prob
     check(0.0 <= compress_probability <= 1.0, f"compress_probability {compress_probability} is outside 0..1")
 
 
-def _check_source(path: Path, dataset, num_classes) -> int:
+def _check_source(path: Path, dataset, num_classes, bounds: tuple[int, int]) -> int:
     """The source's size; refuses an empty source, a bad class count, or out-of-range labels it exposes."""
     n = len(dataset)
     check(n > 0, f"nothing to write to {path}: the source has no images")
@@ -260,9 +261,9 @@ def _check_source(path: Path, dataset, num_classes) -> int:
         labels = np.asarray(labels)
         check(labels.shape == (n,) and np.issubdtype(labels.dtype, np.integer),
               f"labels must be {n} integers, got {labels.dtype} {labels.shape}")
-        out = np.flatnonzero((labels < 0) | (labels >= (num_classes or np.iinfo(np.int64).max)))
+        out = np.flatnonzero((labels < bounds[0]) | (labels >= bounds[1]))
         if len(out):
-            raise UserError(f"label {labels[out[0]]} of sample {out[0]} is out of range [0, {num_classes}): "
+            raise UserError(f"label {labels[out[0]]} of sample {out[0]} is out of range {bounds_text(bounds)}: "
                             f"fix the labels or the class count")
     return n
 

@@ -1,7 +1,7 @@
 """Build the SSL model a config describes. The methods themselves live in ffcv_amcl/model/methods/, one module
 each; every one answers the same calls (see methods/base.py):
 
-    out = model(view_a, view_b)              # a StepOutput: out.loss, out.stats, out.features, out.pairs
+    out = model(view_a, view_b)              # a StepOutput: loss, stats, features, pairs, projections
     out = model(view_a, view_b, local_views=v)   # multi-crop (SimCLR, MoCo, SimSiam, BYOL, DINO): v (N B, 3, s, s)
     model.momentum_update()                  # after optimizer.step(): EMA of MoCo keys / BYOL target / DINO teacher
 

@@ -17,11 +17,18 @@ IMAGES_PER_S = "images_per_s"            # training images per second over the e
 KNN_TOP1 = "knn_top1"                    # kNN monitor, validation top-1 (%)
 ONLINE_LINEAR_TOP1 = "online_linear_top1"  # online linear probe, validation top-1 (%)
 SETTINGS_CHANGED = "settings_changed"    # {setting: [old, new]}: the first record after a resume under changes
+RANKME = "rankme"                        # kNN epochs: effective rank of the backbone features (collapse -> 1)
+PROJ_STD = "proj_std"                    # kNN epochs: per-dimension std of the normalised projections (-> 0)
 
 # Per-head bases.
 KINDS = ("pos", "neg")                   # positive pairs, the selected negatives
 TAU_STATS = ("p10", "p50", "p90", "at_min", "at_max")   # percentiles; shares within 1% of tau_min / tau_max
 RANK_CORR = "rank_corr_s_tau"            # Spearman correlation of s+ with tau+ (last batch of the epoch)
+POS_NEG_OVERLAP = "pos_neg_overlap"      # overlap coefficient of the positive and negative similarity histograms
+POS_BELOW_HALF = "pos_below_half"        # share of positive pairs with cosine similarity below 0.5
+
+# Fields where a lower value is the better one (every other field a comparison reads: higher is better).
+LOWER_IS_BETTER = (LOSS, POS_NEG_OVERLAP, POS_BELOW_HALF)
 
 
 def tau_mean(kind: str) -> str:
@@ -43,6 +50,16 @@ def head_values(record: dict, base: str) -> dict[int, object]:
     pattern = re.compile(rf"^{re.escape(base)}_head(\d+)$")
     found = ((pattern.match(key), value) for key, value in record.items())
     return dict(sorted((int(m.group(1)), value) for m, value in found if m))
+
+
+def head_base(key: str) -> str:
+    """The base of a per-head field (`tau_pos_head1` -> `tau_pos`); any other field as it is."""
+    return re.sub(r"_head\d+$", "", key)
+
+
+def higher_is_better(key: str) -> bool:
+    """Whether a larger value of record field `key` (or of its per-head base) is the better one."""
+    return head_base(key) not in LOWER_IS_BETTER
 
 
 def heads(records: list[dict], base: str) -> list[int]:

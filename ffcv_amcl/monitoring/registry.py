@@ -11,9 +11,11 @@ and one line in MONITORS below; its name there keys its state in a checkpoint.
 from __future__ import annotations
 
 from ffcv_amcl.monitoring.health import TemperatureMonitor
+from ffcv_amcl.monitoring.separation import SeparationMonitor
 
 MONITORS = {
     "temperature_health": TemperatureMonitor.for_model,
+    "separation": SeparationMonitor.for_model,
 }
 
 

@@ -105,6 +105,22 @@ def test_resized_crop_past_the_border_pads_with_zeros(k, box):
     np.testing.assert_array_equal(ours, A.resized_crop(img, *box, 24, 20))  # no stray memory
 
 
+@pytest.mark.parametrize("k", range(len(PHOTOS)))
+@pytest.mark.parametrize("threshold", [0, 1, 100.5, 128, 254, 255])
+def test_solarize_exact(k, threshold):
+    img = PHOTOS[k]
+    ours = A.solarize(img, threshold)
+    np.testing.assert_array_equal(ours, tv(TF.solarize, img, threshold))
+    np.testing.assert_array_equal(ours != img, img >= threshold)  # exactly the values at or above it change
+
+
+def test_solarize_refuses_what_torchvision_refuses():
+    with pytest.raises(ValueError):
+        A.solarize(PHOTOS[0], 256)
+    with pytest.raises((TypeError, ValueError)):
+        tv(TF.solarize, PHOTOS[0], 256)
+
+
 @pytest.mark.parametrize("ks,sigma", [(4, 1.0), (0, 1.0), (-3, 1.0), (3, 0.0), (3, -1.0)])
 def test_gaussian_blur_refuses_what_torchvision_refuses(ks, sigma):
     with pytest.raises(ValueError):
@@ -125,7 +141,7 @@ def test_functional_forms_do_not_modify_input():
     before = img.copy()
     for fn in (A.hflip, A.rgb_to_grayscale):
         fn(img)
-    A.adjust_hue(img, 0.2), A.adjust_contrast(img, 0.5), A.gaussian_blur(img, 5, 1.0)
+    A.adjust_hue(img, 0.2), A.adjust_contrast(img, 0.5), A.gaussian_blur(img, 5, 1.0), A.solarize(img, 128)
     np.testing.assert_array_equal(img, before)
 
 

@@ -1,4 +1,4 @@
-"""The random stages: draw rates and ranges, per-image reproducibility, view isolation.
+"""The random stages: draw rates and ranges, per-image reproducibility, view isolation, multi-crop.
 
 Rates are checked on the numba draw functions over >= 10,000 streams (the exact functions the
 stages call), and a few pipelines are run end to end to tie the stages to those draws.
@@ -11,8 +11,9 @@ import torch
 from numba import njit
 
 from ffcv_amcl.data import augment as A
-from ffcv_amcl.data.augment import blur, colour, crop, flip, rng
+from ffcv_amcl.data.augment import blur, colour, crop, flip, rng, solarization
 from ffcv_amcl.data.loader import build_image_pipeline, by_name
+from tests.data.streams import blur_solarize_draws, crop_params
 
 N = 20_000
 # An exception inside an FFCV worker thread leaves the loader waiting forever: fail instead.
@@ -21,8 +22,8 @@ pytestmark = pytest.mark.timeout(600)
 
 @njit(cache=False)
 def _draw_all(n, seed, epoch):
-    """One row per sample index: flip, gray, jitter apply, blur apply, sigma, jitter factors."""
-    out = np.empty((n, 9))
+    """One row per sample index: flip, gray, jitter apply, blur apply, sigma, jitter factors, solarize."""
+    out = np.empty((n, 10))
     for i in range(n):
         out[i, 0] = flip.flip_draw(rng.stream_key(seed, epoch, i, 0, rng.FLIP), 0.5)
         out[i, 1] = colour.gray_draw(rng.stream_key(seed, epoch, i, 0, rng.GRAY), 0.2)
@@ -33,6 +34,7 @@ def _draw_all(n, seed, epoch):
         out[i, 3] = b_apply
         out[i, 4] = sigma
         out[i, 5], out[i, 6], out[i, 7], out[i, 8] = fb, fc, fs, fh
+        out[i, 9] = solarization.solarize_draw(rng.stream_key(seed, epoch, i, 0, rng.SOLARIZE), 0.2)
     return out
 
 
@@ -65,7 +67,7 @@ def draws():
     return _draw_all(N, 7, 3)
 
 
-@pytest.mark.parametrize("col,p", [(0, 0.5), (1, 0.2), (2, 0.8), (3, 0.5)])
+@pytest.mark.parametrize("col,p", [(0, 0.5), (1, 0.2), (2, 0.8), (3, 0.5), (9, 0.2)])
 def test_rates(draws, col, p):
     assert abs(draws[:, col].mean() - p) <= 0.02
 
@@ -148,14 +150,16 @@ def test_streams_depend_on_every_coordinate():
 
 # ---- end to end through FFCV: uint8 views straight from the stages --------------------------
 
-def _run(path, augs_a, augs_b, *, workers, seed, epochs=(0,), batch_size=32):
-    """{epoch: {sample index: (view a, view b)}} from a raw FFCV loader with our stages."""
+def _run(path, augs_a, augs_b, *, workers, seed, epochs=(0,), batch_size=32, **views):
+    """{epoch: {sample index: (view a, view b, local views...)}} from a raw FFCV loader with our stages;
+    `views`: the ViewRecipe's other settings (local_crops, blur_p, ...)."""
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import Loader, OrderOption
 
     counter = A.EpochCounter(0)
-    ops = build_image_pipeline(A.parse_augs(augs_a), A.parse_augs(augs_b), 32, seed=seed,
-                               epoch_address=counter.address)
+    recipe = A.ViewRecipe(A.parse_augs(augs_a), A.parse_augs(augs_b), 32, **views)
+    layout = recipe.layout()
+    ops = build_image_pipeline(recipe, seed=seed, epoch_address=counter.address)
     loader = Loader(path, batch_size=batch_size, num_workers=workers, order=OrderOption.RANDOM,
                     seed=seed, drop_last=False,
                     pipelines={"image": ops, "label": [IntDecoder()]})
@@ -163,27 +167,43 @@ def _run(path, augs_a, augs_b, *, workers, seed, epochs=(0,), batch_size=32):
     for e in epochs:
         counter.value = e
         loader.next_epoch = e
-        views = {}
+        views_of = {}
         for images, labels in loader:
+            per_view = [layout.images(images, v) for v in range(len(layout))]
             for k, lab in enumerate(labels.reshape(-1)):
-                views[int(lab)] = (images[k, 0].copy(), images[k, 1].copy())
-        result[e] = views
+                views_of[int(lab)] = tuple(v[k] for v in per_view)
+        result[e] = views_of
     return result
 
 
 @pytest.fixture(scope="module")
 def all_w1(small_beton):
-    return _run(small_beton[0], "abcde", "abcde", workers=1, seed=11, epochs=(0, 1))
+    return _run(small_beton[0], "abcdef", "abcdef", workers=1, seed=11, epochs=(0, 1))
 
 
 def test_seeded_runs_repeat_for_one_and_two_workers(small_beton, all_w1):
     # Different batch size too: the streams must not depend on batch composition.
-    w2 = _run(small_beton[0], "abcde", "abcde", workers=2, seed=11, epochs=(0, 1), batch_size=20)
+    w2 = _run(small_beton[0], "abcdef", "abcdef", workers=2, seed=11, epochs=(0, 1), batch_size=20)
     for e in (0, 1):
         assert set(w2[e]) == set(all_w1[e]) == set(range(96))
         for i in range(96):
             np.testing.assert_array_equal(w2[e][i][0], all_w1[e][i][0])
             np.testing.assert_array_equal(w2[e][i][1], all_w1[e][i][1])
+
+
+def test_multi_crop_repeats_for_one_and_two_workers_and_keeps_the_global_views(small_beton, all_w1):
+    """Six local views: the same views for 1 and 2 workers (other batch sizes), and the global views are those of
+    the two-view pipeline (local_crops does not shift any stream)."""
+    runs = [_run(small_beton[0], "abcdef", "abcdef", workers=w, seed=11, batch_size=b, local_crops=6)[0]
+            for w, b in ((1, 32), (2, 20))]
+    for i in range(96):
+        one, two = runs[0][i], runs[1][i]
+        assert len(one) == 8 and [v.shape for v in one] == [(32, 32, 3)] * 2 + [(16, 16, 3)] * 6
+        for v in range(8):
+            np.testing.assert_array_equal(one[v], two[v])
+        np.testing.assert_array_equal(one[0], all_w1[0][i][0])
+        np.testing.assert_array_equal(one[1], all_w1[0][i][1])
+        assert len({v.tobytes() for v in one[2:]}) == 6        # each local view has its own stream
 
 
 def test_views_differ_and_epochs_differ(all_w1):
@@ -214,9 +234,36 @@ def test_stages_match_their_draws_end_to_end(small_beton):
     assert 20 < flips < 76 and 3 < grays < 45  # both branches were exercised
 
 
+def test_per_view_probabilities_and_local_views_follow_their_draws(small_beton):
+    """Blur p = (1, 0) and solarization p = (0.25, 0.75), two local views (which take view b's): every view is
+    exactly the functional forms applied as its own streams draw them, with its own probability; the local views
+    are random resized crops of local_scale resized to local_size."""
+    path, images, _ = small_beton
+    seed, epoch, blur_p, solarize_p = 4, 1, (1.0, 0.0), (0.25, 0.75)
+    views = _run(path, "bf", "bf", workers=2, seed=seed, epochs=(epoch,), local_crops=2, local_size=16,
+                 local_scale=(0.2, 0.6), blur_p=blur_p, solarize_p=solarize_p)[epoch]
+    counts = np.zeros((4, 2))
+    for i, got in views.items():
+        for v in range(4):
+            image = images[i]
+            if v >= 2:
+                top, left, h, w = crop_params(seed, epoch, i, v, 32, 32, 0.2, 0.6)
+                image = A.resized_crop(image, top, left, h, w, 16, 16)
+            blurred, sigma, solarized = blur_solarize_draws(seed, epoch, i, v, blur_p[min(v, 1)],
+                                                            solarize_p[min(v, 1)])
+            if blurred:
+                image = A.gaussian_blur(image, A.kernel_size_for(image.shape[0]), sigma)
+            if solarized:
+                image = A.solarize(image, 128)
+            np.testing.assert_array_equal(got[v], image)
+            counts[v] += blurred, solarized
+    assert counts[0, 0] == 96 and counts[1:, 0].sum() == 0               # blur: always on view a, never on b
+    assert 10 < counts[0, 1] < 40 and all(55 < c < 90 for c in counts[1:, 1])   # 0.25 on a, 0.75 on b and locals
+
+
 def test_inplace_stages_on_one_view_never_touch_the_other(small_beton):
     path, images, _ = small_beton
-    views = _run(path, "bcde", "", workers=2, seed=3)[0]
+    views = _run(path, "bcdef", "", workers=2, seed=3)[0]
     changed = 0
     for i, (a, b) in views.items():
         np.testing.assert_array_equal(b, images[i])
@@ -225,7 +272,7 @@ def test_inplace_stages_on_one_view_never_touch_the_other(small_beton):
 
 
 def test_jpeg_decoded_once_per_sample(jpeg_beton, monkeypatch):
-    """Count the decoder's imdecode calls: one per sample, though two views are produced."""
+    """Count the decoder's imdecode calls: one per sample, though four views of two sizes are produced."""
     from ffcv.libffcv import imdecode as real_imdecode
     from ffcv.fields.basics import IntDecoder
     from ffcv.loader import Loader, OrderOption
@@ -247,18 +294,22 @@ def test_jpeg_decoded_once_per_sample(jpeg_beton, monkeypatch):
     monkeypatch.setattr(views_mod, "imdecode", counting_imdecode)
     path, sources, _ = jpeg_beton
     counter = A.EpochCounter(0)
+    layout = A.ViewLayout([48, 48, 20, 20])
     loader = Loader(path, batch_size=8, num_workers=1, order=OrderOption.SEQUENTIAL,
-                    pipelines={"image": [A.TwoViewDecoder(48, seed=0, epoch_address=counter.address,
-                                                          random_crop=(False, False))],
+                    pipelines={"image": [A.MultiViewDecoder(layout, seed=0, epoch_address=counter.address,
+                                                            random_crop=(False,) * 4)],
                                "label": [IntDecoder()]})
     seen = 0
     for batch in loader:
         named = by_name(loader, batch)
         imgs, labels = named["image"], named["label"]
+        views = [layout.images(imgs, v) for v in range(4)]
         for k, lab in enumerate(labels.reshape(-1)):
             src = sources[int(lab)]
-            ref = A.resized_crop(src, 0, 0, src.shape[0], src.shape[1], 48, 48)
-            np.testing.assert_array_equal(imgs[k, 0], imgs[k, 1])
-            assert np.abs(imgs[k, 0].astype(float) - ref).mean() < 6  # JPEG loss only
+            for v, side in enumerate((48, 48, 20, 20)):
+                ref = A.resized_crop(src, 0, 0, src.shape[0], src.shape[1], side, side)
+                assert np.abs(views[v][k].astype(float) - ref).mean() < 6  # JPEG loss only
+            np.testing.assert_array_equal(views[0][k], views[1][k])
+            np.testing.assert_array_equal(views[2][k], views[3][k])
             seen += 1
     assert seen == 24 and count[0] == 24

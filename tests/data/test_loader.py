@@ -158,16 +158,18 @@ def test_bad_files(tmp_path, small_beton):
         assert "\n" not in str(exc) and "write_datasets.py" in str(exc)
 
 
-def test_preview_writes_png(small_beton, tmp_path):
+def test_preview_writes_png_with_the_local_views(small_beton, tmp_path):
+    """--local-crops 6: the stored image, views a and b and six local views (16 px at 32) side by side."""
     from PIL import Image
 
     out = tmp_path / "grid.png"
     r = subprocess.run([sys.executable, "-m", "ffcv_amcl.data.preview", "--path", small_beton[0],
-                        "--augs", "abcde", "--n", "4", "--out", str(out)],
+                        "--augs", "abcdef", "--local-crops", "6", "--n", "2", "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    with Image.open(out) as im:
-        assert im.width > 100 and im.height > 200
+    assert "2 images, views of 32 px, 6 local views of 16 px" in r.stdout
+    with Image.open(out) as im:   # 9 columns of 1.5 in beside 2 rows of 1.5 in (3 columns would be narrower)
+        assert im.width > 3 * im.height > 300
 
 
 def test_preview_bad_input_one_line(tmp_path):

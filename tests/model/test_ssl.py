@@ -26,7 +26,7 @@ WITH_AMCL = [(m, a) for m in sorted(METHODS) for a in (0, 1) if not a or METHODS
 
 
 @pytest.mark.parametrize("method,amcl", WITH_AMCL)
-def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
+def test_each_method_returns_a_scalar_loss_head_stats_and_its_projections(method, amcl):
     torch.manual_seed(0)
     heads = 1 if method == "dino" else 2      # DINO's one head: see test_dino_teacher_is_an_ema...
     model = build_model(cfg(f"--model.method={method}", f"--model.amcl={amcl}", f"--model.heads={heads}"))
@@ -35,6 +35,11 @@ def test_each_method_returns_a_scalar_loss_and_head_stats(method, amcl):
     assert set(stats) == ({"tau_pos", "tau_neg"} if amcl else set())
     for v in stats.values():
         assert v.shape == (2,) and not v.requires_grad
+    with torch.no_grad():                      # the online projections of [views a; views b], as the monitors read
+        expected = model.project(torch.cat(views()))
+    assert out.projections.shape == expected.shape == (heads, 16, expected.shape[-1])
+    assert not out.projections.requires_grad
+    assert torch.allclose(out.projections, expected, atol=1e-5)
 
 
 def test_byol_target_gets_no_gradient_and_follows_the_cosine_momentum():

@@ -1,11 +1,13 @@
 """Augmentation stages for FFCV pipelines and their deterministic functional forms.
 
-Path of one image: views.TwoViewDecoder (decode once, two random resized crops) -> flip ->
-colour jitter -> colour drop -> blur, all numba-compiled, in place on (B, 2, S, S, 3) uint8, each
-image with its own counter-based random stream (rng.py).
+Path of one image: views.MultiViewDecoder (decode once, a random resized crop per view: two global views and N
+local ones, recipe.py) -> flip -> colour jitter -> colour drop -> blur -> solarize, all numba-compiled, in place
+on one flat uint8 row per sample (layout.py), each view of each image with its own counter-based random stream
+(rng.py).
 
-The names below are imported from their modules on first use: `ffcv_amcl.data.augment.spec` (the letters, which
-config.py reads) then loads without numba or FFCV, whose import sets torch's thread count.
+The names below are imported from their modules on first use: `ffcv_amcl.data.augment.spec` (the letters) and
+`.recipe` (the views' settings), which config.py reads, then load without numba or FFCV, whose import sets
+torch's thread count.
 """
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ _HOMES = {
     "rgb_to_grayscale": "colour",
     "random_crop_params": "crop", "resized_crop": "crop",
     "RandomFlip": "flip", "hflip": "flip",
+    "ViewLayout": "layout",
+    "ViewRecipe": "recipe", "default_local_size": "recipe",
     "EpochCounter": "rng",
+    "RandomSolarize": "solarization", "solarize": "solarization",
     "parse_augs": "spec", "view_letters": "spec",
-    "TwoViewDecoder": "views",
+    "MultiViewDecoder": "views",
 }
 __all__ = list(_HOMES)
 

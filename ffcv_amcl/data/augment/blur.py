@@ -1,4 +1,4 @@
-"""Gaussian blur (p = 0.5, sigma ~ U(0.1, 2.0)) as two 1-D passes with reflect padding.
+"""Gaussian blur (p = 0.5 by default, one per view, sigma ~ U(0.1, 2.0)) as two 1-D passes with reflect padding.
 
 The kernel is torchvision's: exp(-x^2 / (2 sigma^2)) at integer offsets, normalised to sum 1;
 the result is rounded to uint8. Taps whose weight is below 1e-7 are skipped (they cannot change a
@@ -11,9 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ffcv.pipeline.compiler import Compiler
-
-from .rng import BLUR, read_counter, runtime_ints, stream_key, uniform
+from .rng import BLUR, uniform
 from .stage import ViewStage
 
 
@@ -115,35 +113,25 @@ def blur_draw(key, p, sigma_lo, sigma_hi):
 
 
 class RandomBlur(ViewStage):
-    """Blur each view with probability p and sigma ~ U(sigma_range); kernel size from the side."""
+    """Blur each view with probability p (one number, or one per view) and sigma ~ U(sigma_range); the kernel
+    size from each view's side (kernel_size_for) unless given."""
+
+    family = BLUR
 
     def __init__(self, *, p=0.5, sigma=(0.1, 2.0), kernel_size=None, **kwargs):
         super().__init__(**kwargs)
-        self.p = float(p)
+        self.p = self.per_view(p)
         self.sigma = (float(sigma[0]), float(sigma[1]))
-        self.kernel_size = kernel_size
-
-    def declare_state_and_memory(self, previous_state):
-        state, mem = super().declare_state_and_memory(previous_state)
-        if self.kernel_size is None:
-            self.kernel_size = kernel_size_for(state.shape[1])
-        return state, mem
+        sizes = [kernel_size_for(int(side)) if kernel_size is None else kernel_size for side in self.layout.sides]
+        self.kernel_size = np.asarray(sizes, dtype=np.int64)
 
     def generate_code(self):
-        my_range = Compiler.get_iterator()
-        ints, enabled, p = runtime_ints(self.seed, self.epoch_address), self.enabled, self.p
+        p, ksize = self.p, self.kernel_size
         s_lo, s_hi = self.sigma
-        ksize = int(self.kernel_size)
 
-        def blur(images, _dst, indices):
-            seed, epoch = ints[0], read_counter(ints[1])
-            for i in my_range(images.shape[0]):
-                for v in range(images.shape[1]):
-                    if enabled[v]:
-                        apply, sigma = blur_draw(stream_key(seed, epoch, indices[i], v, BLUR),
-                                                 p, s_lo, s_hi)
-                        if apply:
-                            blur_inplace(images[i, v], ksize, sigma)
-            return images
+        def act(image, key, v):
+            apply, sigma = blur_draw(key, p[v], s_lo, s_hi)
+            if apply:
+                blur_inplace(image, ksize[v], sigma)
 
-        return self.finish(blur)
+        return self.per_view_code(act)

@@ -11,9 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ffcv.pipeline.compiler import Compiler
-
-from .rng import GRAY, JITTER, read_counter, runtime_ints, stream_key, uniform
+from .rng import GRAY, JITTER, uniform
 from .stage import ViewStage
 
 _R = np.float32(0.2989)
@@ -228,47 +226,38 @@ class ColorJitter(ViewStage):
     """Colour distortion with strength s: factors U(max(0, 1-0.8s), 1+0.8s) for brightness,
     contrast, saturation, hue shift U(-0.2s, 0.2s), random order per image, applied with p."""
 
+    family = JITTER
+
     def __init__(self, *, strength=0.5, p=0.8, **kwargs):
         super().__init__(**kwargs)
         self.strength = float(strength)
-        self.p = float(p)
+        self.p = self.per_view(p)
 
     def generate_code(self):
-        my_range = Compiler.get_iterator()
-        ints, enabled = runtime_ints(self.seed, self.epoch_address), self.enabled
         p, strength = self.p, self.strength
 
-        def jitter(images, _dst, indices):
-            seed, epoch = ints[0], read_counter(ints[1])
-            for i in my_range(images.shape[0]):
-                for v in range(images.shape[1]):
-                    if enabled[v]:
-                        key = stream_key(seed, epoch, indices[i], v, JITTER)
-                        apply, order, fb, fc, fs, fh = jitter_draw(key, p, strength)
-                        if apply:
-                            jitter_inplace(images[i, v], order, fb, fc, fs, fh)
-            return images
+        def act(image, key, v):
+            apply, order, fb, fc, fs, fh = jitter_draw(key, p[v], strength)
+            if apply:
+                jitter_inplace(image, order, fb, fc, fs, fh)
 
-        return self.finish(jitter)
+        return self.per_view_code(act)
 
 
 class RandomGrayscale(ViewStage):
     """Colour drop: luma replicated to three channels with probability p."""
 
+    family = GRAY
+
     def __init__(self, *, p=0.2, **kwargs):
         super().__init__(**kwargs)
-        self.p = float(p)
+        self.p = self.per_view(p)
 
     def generate_code(self):
-        my_range = Compiler.get_iterator()
-        ints, enabled, p = runtime_ints(self.seed, self.epoch_address), self.enabled, self.p
+        p = self.p
 
-        def gray(images, _dst, indices):
-            seed, epoch = ints[0], read_counter(ints[1])
-            for i in my_range(images.shape[0]):
-                for v in range(images.shape[1]):
-                    if enabled[v] and gray_draw(stream_key(seed, epoch, indices[i], v, GRAY), p):
-                        grayscale_inplace(images[i, v])
-            return images
+        def act(image, key, v):
+            if gray_draw(key, p[v]):
+                grayscale_inplace(image)
 
-        return self.finish(gray)
+        return self.per_view_code(act)

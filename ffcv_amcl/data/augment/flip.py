@@ -1,14 +1,10 @@
 """Horizontal flip (p = 0.5)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from numba import njit
 
-from ffcv.pipeline.compiler import Compiler
-
-from .rng import FLIP, read_counter, runtime_ints, stream_key, uniform
+from .rng import FLIP, uniform
 from .stage import ViewStage
 
 
@@ -37,22 +33,20 @@ def flip_draw(key, p):
 
 
 class RandomFlip(ViewStage):
-    """Mirror each view with probability p, in place, each view with its own stream."""
+    """Mirror each view with probability p (one number, or one per view), in place, each view with its own
+    stream."""
+
+    family = FLIP
 
     def __init__(self, *, p=0.5, **kwargs):
         super().__init__(**kwargs)
-        self.p = float(p)
+        self.p = self.per_view(p)
 
     def generate_code(self):
-        my_range = Compiler.get_iterator()
-        ints, enabled, p = runtime_ints(self.seed, self.epoch_address), self.enabled, self.p
+        p = self.p
 
-        def flip(images, _dst, indices):
-            seed, epoch = ints[0], read_counter(ints[1])
-            for i in my_range(images.shape[0]):
-                for v in range(images.shape[1]):
-                    if enabled[v] and flip_draw(stream_key(seed, epoch, indices[i], v, FLIP), p):
-                        hflip_inplace(images[i, v])
-            return images
+        def act(image, key, v):
+            if flip_draw(key, p[v]):
+                hflip_inplace(image)
 
-        return self.finish(flip)
+        return self.per_view_code(act)

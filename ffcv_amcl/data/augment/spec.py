@@ -5,20 +5,22 @@
   c  colour drop (grayscale)
   d  colour distortion (colour jitter)
   e  horizontal flip
+  f  solarization (threshold 128)
 
 Names: `default` = `acde` (the reference's CIFAR setting, blur off at 32 px); `color` (or `colour`) = `cd` (the
-two colour families alone, on the full image); `all` = `abcde`; `none` or "" = no augmentation. Otherwise any
+two colour families alone, on the full image); `all` = `abcdef`; `none` or "" = no augmentation. Otherwise any
 subset of the letters, in any order. View b's string (`data.augs_b`, `--augs-b`) left empty means "the same as
-view a". `view_letters` is the one reader of these strings: every command that takes them (train, profile, plots,
-preview) goes through it, so a string means the same to all of them.
+view a". The local views of multi-crop take view b's letters (recipe.py). `view_letters` is the one reader of
+these strings: every command that takes them (train, profile, plots, preview) goes through it, so a string means
+the same to all of them.
 """
 from __future__ import annotations
 
 from ffcv_amcl.errors import UserError
 
-FAMILIES = {"a": "crop", "b": "blur", "c": "colour drop", "d": "colour jitter", "e": "flip"}
+FAMILIES = {"a": "crop", "b": "blur", "c": "colour drop", "d": "colour jitter", "e": "flip", "f": "solarize"}
 LETTERS = "".join(FAMILIES)
-NAMES = {"default": "acde", "color": "cd", "colour": "cd", "all": "abcde", "none": ""}
+NAMES = {"default": "acde", "color": "cd", "colour": "cd", "all": "abcdef", "none": ""}
 AUGS_HELP = (f"letters from {LETTERS} ({', '.join(f'{k} {v}' for k, v in FAMILIES.items())}) or a name: "
              + ", ".join(f"{name} = {letters or 'no augmentation'}" for name, letters in NAMES.items()))
 

@@ -25,7 +25,7 @@ from ffcv_amcl.losses.temperature import gaussian_nll, omega
 
 FORMS = ("ref", "hetero", "post")
 # Lowest temperature of each form when the config leaves it open: the spec's 1e-5 for ref (kept exact); bounded
-# forms at 0.02, below which only positives with s+ > 0.98 would put their optimum (benchmarks/studies/amcl_study.py).
+# forms at 0.02, below which only positives with s+ > 0.98 would put their optimum (docs/amcl.md, the AMCL study).
 FORM_TAU_MIN = {"ref": 1e-5, "hetero": 0.02, "post": 0.02}
 DEFAULT_FORM = "hetero"      # the form the study supports (BENCHMARKS.md, AMCL study); config.py's default too
 PHI_LEARNS_ALONE = ("hetero",)   # forms whose phi reads detached vectors: only the NLL trains it

@@ -36,4 +36,4 @@ class BarlowTwins(SSLModel):
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
         loss = self.criterion(za, zb) if self.amcl else barlow_twins(za, zb, self.lambd, validate=False)
-        return self.output(loss, h)
+        return self.output(loss, h, z)

@@ -8,7 +8,8 @@ and the method's own defaults and checks (each subclass lists them; config.py as
 
 Everything in a StepOutput but the loss is detached (no host sync): `stats`, per-head `tau_pos`/`tau_neg` (C,)
 when AMCL is on; `features`, the online views' backbone features (the online probe trains on them); `pairs`, the
-loss's per-pair temperatures for the trainer's temperature health.
+loss's per-pair temperatures for the trainer's temperature health; `projections`, the views' projections (the
+separation monitor's positive and negative pairs).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class StepOutput(NamedTuple):
     stats: dict                        # per-head means (C,) of AMCL's temperatures; {} without AMCL
     features: torch.Tensor | None      # backbone features (N, F) of the online views, detached
     pairs: dict                        # the AMCL loss's per-pair tensors (temperature health); {} without AMCL
+    projections: torch.Tensor          # (C, 2B, D) projections of this process's views [a; b], detached
 
 
 class SSLModel(nn.Module):
@@ -117,12 +119,13 @@ class SSLModel(nn.Module):
         backbone, projector = self.encoders(target)
         return projector(backbone(x))
 
-    def output(self, loss: torch.Tensor, features: torch.Tensor) -> StepOutput:
-        """The StepOutput of a forward whose loss is `loss` (the AMCL loss's records when AMCL is on)."""
+    def output(self, loss: torch.Tensor, features: torch.Tensor, projections: torch.Tensor) -> StepOutput:
+        """The StepOutput of a forward whose loss is `loss` (the AMCL loss's records when AMCL is on);
+        `projections` (C, 2B, D): the online projections of views a then views b."""
         stats, pairs = {}, {}
         if self.amcl:
             stats, pairs = dict(self.criterion.last_stats), dict(self.criterion.last_pairs)
-        return StepOutput(loss, stats, features.detach(), pairs)
+        return StepOutput(loss, stats, features.detach(), pairs, projections.detach())
 
     @torch.no_grad()
     def momentum_update(self) -> None:

@@ -85,4 +85,4 @@ class DINO(SSLModel):
         loss = dino_loss(torch.cat(student), teacher, self.center, student_temp=self.student_temp,
                          teacher_temp=self.teacher_temp(), validate=False)
         self._update_center(teacher)
-        return self.output(loss, h)
+        return self.output(loss, h, z)

@@ -99,4 +99,5 @@ class MoCo(SSLModel):
         else:
             loss = self.objective(q, k, queue, extra, local=self.project(local_views))
         self._enqueue(k)
-        return self.output(loss, h)
+        # one-way (ASCL): views b are only keys, so their projections are the momentum encoder's
+        return self.output(loss, h, q if q.shape[1] == 2 * view_a.shape[0] else torch.cat([q, k], dim=1))

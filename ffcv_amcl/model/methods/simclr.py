@@ -44,9 +44,9 @@ class SimCLR(SSLModel):
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
         if local_views is not None:
-            return self.output(self._multi_crop_loss(za, zb, local_views, B), h)
+            return self.output(self._multi_crop_loss(za, zb, local_views, B), h, z)
         loss = self.criterion(za, zb) if self.amcl else nt_xent(za, zb, self.temperature, validate=False)
-        return self.output(loss, h)
+        return self.output(loss, h, z)
 
     def _multi_crop_loss(self, za, zb, local_views, batch: int):
         """Multi-positive NT-Xent of the 2 global and N local views (N x batch images, local-view-major)."""

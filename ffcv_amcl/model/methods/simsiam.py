@@ -51,10 +51,10 @@ class SimSiam(SSLModel):
             C, D = p.shape[0], p.shape[2]
             p_local = self.predictor(self.project(local_views)).view(C, -1, B, D)   # local-view-major
             p_all = torch.cat([p.view(C, 2, B, D), p_local], dim=1)
-            return self.output(self.multi_crop_loss(p_all, t.view(C, 2, B, D)), h)
+            return self.output(self.multi_crop_loss(p_all, t.view(C, 2, B, D)), h, z)
         pa, pb, ta, tb = p[:, :B], p[:, B:], t[:, :B], t[:, B:]
         loss = self.criterion(pa, pb, ta, tb) if self.amcl else self.classic_loss(pa, pb, ta, tb)
-        return self.output(loss, h)
+        return self.output(loss, h, z)
 
     def classic_loss(self, pa, pb, ta, tb):
         return negative_cosine(pa, pb, ta, tb, validate=False)

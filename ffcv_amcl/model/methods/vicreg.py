@@ -36,4 +36,4 @@ class VICReg(SSLModel):
         h, z = self.embed(torch.cat([view_a, view_b]))
         za = dist.gather_with_grad(z[:, :B], dim=1)
         zb = dist.gather_with_grad(z[:, B:], dim=1)
-        return self.output(vicreg_terms(za, zb, **self.weights), h)
+        return self.output(vicreg_terms(za, zb, **self.weights), h, z)

@@ -1,0 +1,3 @@
+from ffcv_amcl.compare.command import main
+
+main()
