@@ -200,12 +200,13 @@ def test_checkpoint_from_another_model_is_refused(data, tmp_path):
         run(tiny_args(data[0], tmp_path, "--model.heads=1"))
 
 
-@pytest.mark.parametrize("method", ["vicreg", "dino"])
-def test_new_methods_resume_bit_exactly(data, tmp_path_factory, method):
-    """A method without a run in METHOD_RUNS: two finite steps; one step, stop (saved mid-epoch), resume for the
-    second: the weights of the two uninterrupted steps."""
+@pytest.mark.parametrize("method,extra", [("vicreg", []), ("dino", ["--data.local_crops=2", "--data.local_size=16"]),
+                                          ("simclr", ["--data.local_crops=2", "--data.local_size=16"])])
+def test_new_methods_resume_bit_exactly(data, tmp_path_factory, method, extra):
+    """The new methods and multi-crop (the loader's local views through the trainer): two finite steps; one step,
+    stop (saved mid-epoch), resume for the second: the weights of the two uninterrupted steps."""
     args = [f"--model.method={method}", "--model.amcl=0", "--model.heads=1", "--training.epochs=1",
-            "--model.proj_dim=64", "--model.proj_hidden=64", "--model.pred_hidden=32"]
+            "--model.proj_dim=64", "--model.proj_hidden=64", "--model.pred_hidden=32", *extra]
     full, part = tmp_path_factory.mktemp("full"), tmp_path_factory.mktemp("part")
     whole = run(tiny_args(data[0], full, *args, "--training.max_steps=2"))
     run(tiny_args(data[0], part, *args, "--training.max_steps=1"))

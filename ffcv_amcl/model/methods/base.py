@@ -87,7 +87,7 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not local_crops(cfg) or cls.local_views, cls.refusals.get("local_views", ""))
+        check(not cfg.data.local_crops or cls.local_views, cls.refusals.get("local_views", ""))
         if cls.amcl_kind is None:
             check(not cfg.model.amcl, cls.refusals["amcl"])
             return
@@ -154,11 +154,6 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     for p in twin.parameters():
         p.requires_grad_(False)
     return twin
-
-
-def local_crops(cfg) -> int:
-    """The run's number of multi-crop local views per image (data.local_crops; 0 where the data path has none)."""
-    return getattr(cfg.data, "local_crops", 0)
 
 
 def feature_dim(cfg) -> int:

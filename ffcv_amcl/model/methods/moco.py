@@ -9,7 +9,7 @@ from ffcv_amcl import distributed as dist
 from ffcv_amcl.errors import check
 from ffcv_amcl.model.heads import MultiHeadProjector
 from ffcv_amcl.model.methods import moco_strategies
-from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy, local_crops
+from ffcv_amcl.model.methods.base import SSLModel, ema_, feature_dim, frozen_copy
 
 
 class MoCo(SSLModel):
@@ -45,7 +45,7 @@ class MoCo(SSLModel):
             check(l.ascl_variant == "ascl" or (float(l.ascl_k).is_integer() and 1 <= l.ascl_k <= n),
                   f"loss.ascl_k={l.ascl_k}: the {l.ascl_variant} variant takes a whole number of neighbours between 1 "
                   f"and the {n} candidates per query (loss.topk)")
-        check(not local_crops(cfg) or not (cfg.model.amcl or mochi or ascl),
+        check(not cfg.data.local_crops or not (cfg.model.amcl or mochi or ascl),
               "MoCo's local queries join its InfoNCE, while AMCL, MoCHi and ASCL pair each query with one key: use "
               "--model.amcl=0 without MoCHi or ASCL with --data.local_crops, or --data.local_crops=0")
         per_step = cfg.training.batch_size * world_size * (1 if ascl else 2)   # keys enqueued per step

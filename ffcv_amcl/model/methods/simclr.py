@@ -7,7 +7,7 @@ from ffcv_amcl import distributed as dist
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses import multi_positive_nt_xent, nt_xent
 from ffcv_amcl.model.heads import MultiHeadProjector
-from ffcv_amcl.model.methods.base import SSLModel, feature_dim, local_crops
+from ffcv_amcl.model.methods.base import SSLModel, feature_dim
 
 
 class SimCLR(SSLModel):
@@ -27,7 +27,7 @@ class SimCLR(SSLModel):
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)
-        check(not (local_crops(cfg) and cfg.model.amcl),
+        check(not (cfg.data.local_crops and cfg.model.amcl),
               "AMCL's contrastive forms pair each anchor with one positive, and local crops give it several: "
               "use --model.amcl=0 with --data.local_crops, or --data.local_crops=0 with AMCL")
 

@@ -6,7 +6,7 @@ import torch
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses import multi_view_negative_cosine, negative_cosine
 from ffcv_amcl.model.heads import MultiHeadPredictor, MultiHeadProjector
-from ffcv_amcl.model.methods.base import SSLModel, local_crops
+from ffcv_amcl.model.methods.base import SSLModel
 
 
 class SimSiam(SSLModel):
@@ -20,7 +20,7 @@ class SimSiam(SSLModel):
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:
         super().check_config(cfg, world_size)
-        check(not (local_crops(cfg) and cfg.model.amcl),
+        check(not (cfg.data.local_crops and cfg.model.amcl),
               f"AMCL's siamese form tempers each view's one prediction pair, and local crops give {cls.method} "
               f"several: use --model.amcl=0 with --data.local_crops, or --data.local_crops=0 with AMCL")
 
