@@ -30,7 +30,7 @@ from ffcv_amcl.limits import check_limits
 from ffcv_amcl.losses.amcl import DEFAULT_FORM, FORM_TAU_MIN, FORMS
 from ffcv_amcl.model.backbone import ARCH_HELP, check_arch
 from ffcv_amcl.model.methods import METHODS
-from ffcv_amcl.model.methods.base import UNSET, feature_dim
+from ffcv_amcl.model.methods.base import UNSET
 
 
 class Choice(Checker):
@@ -509,7 +509,7 @@ def validate(cfg: SimpleNamespace, *, world_size: int = 1, check_files: bool = T
     if t.resume not in ("auto", "none"):
         check_input_file(t.resume, "training.resume=", "give a checkpoint path, auto or none")
     facts, sizes = _file_facts(cfg, world_size) if check_files else ({}, {})
-    check_limits(cfg, {**facts, **sizes}, feature_dim(cfg))
+    check_limits(cfg, {**facts, **sizes})
     return facts
 
 

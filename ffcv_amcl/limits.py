@@ -13,20 +13,19 @@ from __future__ import annotations
 from ffcv_amcl.errors import UserError
 
 MAX_HEADS = 64          # AMCL's studies use 1 to 8; each head adds a projector and a loss to every step
-WIDTH_FACTOR = 16       # widths at most 16x the backbone's features (Barlow Twins' 8192 on ResNet-50 is 4x)
+MAX_WIDTH = 262_144     # widths: 4x DINO's 65,536 prototypes, the widest layer a shipped method uses
 VIEW_FACTOR = 4         # views at most 4x the largest stored image side (past it a crop is only upsampled)
 WIDTHS = ("model.proj_dim", "model.proj_hidden", "model.pred_hidden", "loss.tau_hidden")
 
 
-def bounds(cfg, facts: dict, feature_dim: int) -> list[tuple[str, int, int, str]]:
+def bounds(cfg, facts: dict) -> list[tuple[str, int, int, str]]:
     """(setting, value, bound, the bound in words) for every bounded setting that applies to `cfg`; `facts` are
     config.validate's (train_max_side, eval_max_side once the files were read)."""
     m, l, d = cfg.model, cfg.loss, cfg.data
     out = [("model.heads", m.heads, MAX_HEADS, f"{MAX_HEADS}, the most heads a run may have (each adds a "
                                                f"projector and a loss to every step)")]
-    width = WIDTH_FACTOR * feature_dim
-    out += [(key, _value(cfg, key), width, f"{width} = {WIDTH_FACTOR} x the {feature_dim} features of "
-                                           f"model.arch={m.arch}") for key in WIDTHS]
+    out += [(key, _value(cfg, key), MAX_WIDTH, f"{MAX_WIDTH}, the widest layer a run may have (4 x DINO's 65,536 "
+                                               f"prototypes)") for key in WIDTHS]
     if m.method == "moco" and l.mochi_n_hard > 0:
         out.append(("loss.mochi_s1 + loss.mochi_s2", l.mochi_s1 + l.mochi_s2, l.queue_size,
                     f"loss.queue_size={l.queue_size} (MoCHi's mixed negatives per query may not outnumber the "
@@ -44,9 +43,9 @@ def _value(cfg, key: str):
     return getattr(getattr(cfg, section), name)
 
 
-def check_limits(cfg, facts: dict, feature_dim: int) -> None:
+def check_limits(cfg, facts: dict) -> None:
     """One UserError line for the first setting past its bound."""
-    for setting, value, bound, what in bounds(cfg, facts, feature_dim):
+    for setting, value, bound, what in bounds(cfg, facts):
         if value > bound:
             several = "+" in setting
             raise UserError(f"{setting}{' = ' if several else '='}{value} exceeds {what}: lower "

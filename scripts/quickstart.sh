@@ -13,8 +13,8 @@ mkdir -p "$WORK"
 # --- 1. data: scikit-learn's digits (bundled, no download) as 32x32 RGB .beton files
 for split in train test; do
     beton="$WORK/digits_$split.beton"
-    if [ -f "$beton" ] && [ -f "$beton.json" ]; then
-        echo "quickstart: $beton already there"
+    if [ -f "$beton" ] && "$PY" -m ffcv_amcl.data.beton "$beton" >/dev/null 2>&1; then
+        echo "quickstart: $beton already there (checked)"
     else
         "$PY" write_datasets.py --cfg.dataset=digits --cfg.split="$split" --cfg.write_path="$beton" \
             --cfg.write_mode=raw --cfg.num_workers=2 | grep '^wrote '  # keep the images/s line, skip the flag table

@@ -157,6 +157,9 @@ def test_settings_that_size_a_step_are_bounded_by_what_they_multiply(betons):
                                         r"\(32 px\): lower it to at most 128$"):
         parse_config([f"--data.train_dataset={betons[0]}", "--data.image_size=1024", "--training.batch_size=8"],
                      world_size=1)
+    with pytest.raises(UserError, match=r"^model.proj_dim=300000 exceeds 262144, the widest layer"):
+        parse("--model.proj_dim=300000")
+    assert parse("--model.method=dino", "--model.heads=1", "--model.amcl=0").model.proj_dim == 65536  # DINO fits
 
 
 @pytest.mark.parametrize("flags,needs", [
