@@ -115,8 +115,13 @@ def test_sigterm_then_a_rerun_trains_only_what_was_unfinished(plan, reference, t
     out = tmp_path / "interrupted"
     folders = [out / "digits" / arm / f"seed{s}" for s in (0, 1) for arm in ("simclr", "amcl")]
     proc = compare(plan, "--out", out, "--parallel", 2, wait=False)
-    wait_for(lambda: any((f / "outcome.json").is_file() for f in folders)
-             and any((f / "metrics.jsonl").is_file() and not (f / "outcome.json").is_file() for f in folders))
+
+    def just_training(f: Path) -> bool:            # its epoch-0 record only: every epoch still to train
+        m = f / "metrics.jsonl"
+        return m.is_file() and not (f / "outcome.json").is_file() and len(m.read_text().splitlines()) == 1
+
+    # a run that started after another finished, caught as it begins training, cannot end before the signal
+    wait_for(lambda: any((f / "outcome.json").is_file() for f in folders) and any(map(just_training, folders)))
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 143, err[-2000:]

@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from .rng import BLUR, uniform
-from .stage import ViewStage
+from .stage import ViewStage, on_a_copy
 
 
 def kernel_size_for(side: int) -> int:
@@ -95,16 +95,13 @@ def blur_inplace(img, kernel_size, sigma):
             dst[j] = np.uint8(min(max(acc[j] + half, np.float32(0.0)), np.float32(255.0)))
 
 
-@njit(cache=True, error_model="numpy")
 def gaussian_blur(img, kernel_size, sigma):
     """Functional form (torchvision gaussian_blur with a square kernel and one sigma)."""
     if kernel_size <= 0 or kernel_size % 2 == 0:
         raise ValueError("gaussian_blur: kernel_size must be a positive odd integer")
     if sigma <= 0:
         raise ValueError("gaussian_blur: sigma must be positive")
-    out = np.ascontiguousarray(img).copy()
-    blur_inplace(out, kernel_size, sigma)
-    return out
+    return on_a_copy(blur_inplace, img, kernel_size, sigma)
 
 
 @njit(cache=True, error_model="numpy")

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .rng import GRAY, JITTER, uniform
-from .stage import ViewStage
+from .stage import ViewStage, on_a_copy
 
 _R = np.float32(0.2989)
 _G = np.float32(0.587)
@@ -147,41 +147,26 @@ def grayscale_inplace(img):
         flat[3 * k + 2] = lum
 
 
-@njit(cache=True, error_model="numpy")
 def adjust_brightness(img, f):
-    out = np.ascontiguousarray(img).copy()
-    brightness_inplace(out, f)
-    return out
+    return on_a_copy(brightness_inplace, img, f)
 
 
-@njit(cache=True, error_model="numpy")
 def adjust_contrast(img, f):
-    out = np.ascontiguousarray(img).copy()
-    contrast_inplace(out, f)
-    return out
+    return on_a_copy(contrast_inplace, img, f)
 
 
-@njit(cache=True, error_model="numpy")
 def adjust_saturation(img, f):
-    out = np.ascontiguousarray(img).copy()
-    saturation_inplace(out, f)
-    return out
+    return on_a_copy(saturation_inplace, img, f)
 
 
-@njit(cache=True, error_model="numpy")
 def adjust_hue(img, h):
     """Shift hue by h in [-0.5, 0.5] (fraction of the colour wheel)."""
-    out = np.ascontiguousarray(img).copy()
-    hue_inplace(out, h)
-    return out
+    return on_a_copy(hue_inplace, img, h)
 
 
-@njit(cache=True, error_model="numpy")
 def rgb_to_grayscale(img):
     """Luma replicated to three channels (torchvision rgb_to_grayscale, num_output_channels=3)."""
-    out = np.ascontiguousarray(img).copy()
-    grayscale_inplace(out)
-    return out
+    return on_a_copy(grayscale_inplace, img)
 
 
 @njit(cache=True, error_model="numpy")

@@ -1,11 +1,10 @@
 """Horizontal flip (p = 0.5)."""
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from .rng import FLIP, uniform
-from .stage import ViewStage
+from .stage import ViewStage, on_a_copy
 
 
 @njit(cache=True, error_model="numpy")
@@ -19,12 +18,9 @@ def hflip_inplace(img):
                 img[y, w - 1 - x, c] = t
 
 
-@njit(cache=True, error_model="numpy")
 def hflip(img):
     """Functional form: a mirrored copy (torchvision horizontal_flip)."""
-    out = np.ascontiguousarray(img).copy()
-    hflip_inplace(out)
-    return out
+    return on_a_copy(hflip_inplace, img)
 
 
 @njit(cache=True, error_model="numpy")

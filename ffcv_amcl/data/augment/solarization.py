@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from .rng import SOLARIZE, uniform
-from .stage import ViewStage
+from .stage import ViewStage, on_a_copy
 
 
 @njit(cache=True, fastmath=True, error_model="numpy")
@@ -28,14 +28,11 @@ def solarize_inplace(img, threshold):
         flat[j] = lut[flat[j]]
 
 
-@njit(cache=True, error_model="numpy")
 def solarize(img, threshold):
     """Functional form (torchvision solarize on uint8): a copy with every value >= threshold inverted."""
     if threshold > 255:
         raise ValueError("solarize: threshold must be at most 255 for uint8 images")
-    out = np.ascontiguousarray(img).copy()
-    solarize_inplace(out, threshold)
-    return out
+    return on_a_copy(solarize_inplace, img, threshold)
 
 
 @njit(cache=True, error_model="numpy")

@@ -19,6 +19,14 @@ from .layout import ViewLayout
 from .rng import read_counter, runtime_ints, stream_key
 
 
+def on_a_copy(inplace, img, *args):
+    """The functional form of an in-place operation (what the tests compare with torchvision's): a contiguous
+    copy of img, changed; img itself untouched."""
+    out = np.ascontiguousarray(img).copy()
+    inplace(out, *args)
+    return out
+
+
 @njit(cache=True, inline="always", error_model="numpy")
 def view_image(row, offset, side):
     """View `side` x `side` x 3 of a sample's row, starting at byte `offset` (a view of the buffer, no copy)."""
