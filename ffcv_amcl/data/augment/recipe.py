@@ -18,7 +18,7 @@ from .layout import ViewLayout
 
 GLOBAL_VIEWS = 2
 LOCAL_SCALE = (0.05, 0.4)      # DINO's and SwAV's local crops
-BLUR_P = (1.0, 0.1)            # BYOL's: blur always on view a, rarely on view b
+BLUR_P = (0.5, 0.5)            # SimCLR's: blur either view with p = 0.5 (the BYOL and DINO configs set BYOL's 1.0, 0.1)
 SOLARIZE_P = (0.0, 0.2)        # BYOL's: solarize view b only
 LOCAL_SIZE_RULE = "3/7 of the global side rounded to a multiple of 8: 96 px at 224, 16 px at 32"
 
