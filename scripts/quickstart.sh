@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: set up, convert the embedded digits set to .beton, then the stages below.
-# Everything lands in $WORK (default runs/quickstart); finished steps are skipped on a re-run.
+# Everything lands in $WORK (default runs/quickstart); finished steps are skipped on a re-run. Flags given to
+# the script go to the trainer after the config's, e.g. `bash scripts/quickstart.sh --training.epochs=10`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -35,7 +36,7 @@ PY
 # SimCLR-AMCL on the CPU (rn_configs/digits_quickstart.yaml); a re-run resumes or skips the finished run.
 "$PY" -m ffcv_amcl.train --config-file rn_configs/digits_quickstart.yaml \
     --data.train_dataset="$TRAIN_BETON" --data.val_dataset="$TEST_BETON" \
-    --logging.folder="$WORK/train" --training.resume=auto
+    --logging.folder="$WORK/train" --training.resume=auto "$@"
 # What the run's records say: kNN before and after, the online probe, AMCL's temperature health, the speed.
 "$PY" -m ffcv_amcl.monitoring.summary "$WORK/train" | sed 's/^/quickstart: /'
 # Linear probe on the frozen backbone of the final checkpoint (features computed once).

@@ -80,6 +80,7 @@ def data(tmp_path_factory):
     return digits_betons(str(tmp_path_factory.mktemp("digits")), 128, 120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["simclr", "moco"])
 def test_two_processes_give_the_losses_of_one(data, tmp_path, method):
     common = [f"--model.method={method}", "--model.amcl=1", "--model.heads=2", "--training.sync_bn=1",

@@ -20,6 +20,7 @@ def run_script(*args, timeout=600):
     return subprocess.run([*RUN, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)      # a guard against a hang, not a time limit: 65 s alone on 2 cores
 def test_dry_run_runs_every_stage_and_writes_the_json_table_and_section(tmp_path):
     out = tmp_path / "out"

@@ -13,33 +13,21 @@ from tests.train_helpers import REPO, digits_betons
 QUICKSTART = REPO / "rn_configs" / "digits_quickstart.yaml"
 
 
-@pytest.fixture(scope="module")
-def quickstart_betons(tmp_path_factory):
-    """The quickstart's two digits .beton files, written by write_datasets.py as scripts/quickstart.sh does."""
-    folder = tmp_path_factory.mktemp("quickstart")
-    out = []
-    for split in ("train", "test"):
-        path = folder / f"digits_{split}.beton"
-        subprocess.run([sys.executable, "write_datasets.py", "--cfg.dataset=digits", f"--cfg.split={split}",
-                        f"--cfg.write_path={path}", "--cfg.write_mode=raw", "--cfg.num_workers=1"],
-                       cwd=REPO, check=True, capture_output=True, timeout=300)
-        out.append(str(path))
-    return out
-
-
-def test_worker_count_leaves_the_weights_bit_identical(quickstart_betons, tmp_path):
-    """Same seed, 2 epochs of the quickstart config with 1 and with 2 loader threads (kNN, online probe and
-    their loaders included): the same weights, bit for bit."""
+@pytest.mark.slow
+def test_worker_count_leaves_the_weights_bit_identical(tmp_path):
+    """Same seed, 2 epochs of the quickstart config (its model, views and batch; kNN every epoch and the online
+    probe, with their loaders) on 256 of its training images, with 1 and with 2 loader threads: the same weights,
+    bit for bit."""
     pytest.importorskip("yaml")  # the quickstart config is YAML
     from ffcv_amcl.checkpoint import load_checkpoint
     from ffcv_amcl.train import run
 
-    train, test = quickstart_betons
+    train, test = digits_betons(str(tmp_path), 256, 120)
     weights = {}
     for workers in (1, 2):
         out = run(["--config-file", str(QUICKSTART), f"--data.train_dataset={train}", f"--data.val_dataset={test}",
-                   f"--data.num_workers={workers}", "--training.epochs=2", "--training.resume=none",
-                   f"--logging.folder={tmp_path / str(workers)}"])
+                   f"--data.num_workers={workers}", "--training.epochs=2", "--eval.knn_every=1",
+                   "--training.resume=none", f"--logging.folder={tmp_path / str(workers)}"])
         weights[workers] = load_checkpoint(out["checkpoint"])["model"]
     assert weights[1].keys() == weights[2].keys()
     differ = [k for k in weights[1] if not torch.equal(weights[1][k], weights[2][k])]

@@ -166,14 +166,13 @@ def test_a_signal_during_start_up_ends_the_process_with_one_line(data, tmp_path,
 
 @pytest.mark.slow
 def test_quickstart_learns(tmp_path):
-    """The README's main command on the embedded digits: kNN top-1 ends >= 10 points above epoch 0's."""
-    work = tmp_path / "qs"
-    proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env={**os.environ, "WORK": str(work)},
-                          capture_output=True, text=True, timeout=1500)
+    """The README's main command on the embedded digits at 6 of its 20 epochs (the same warm-up and a shorter
+    cosine): kNN top-1 ends >= 10 points above epoch 0's (95.0 vs 79.7 measured), and every stage of the script
+    prints its lines."""
+    work, epochs = tmp_path / "qs", 6
+    proc = subprocess.run(["bash", "scripts/quickstart.sh", f"--training.epochs={epochs}"], cwd=REPO,
+                          env={**os.environ, "WORK": str(work)}, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    import yaml
-
-    epochs = yaml.safe_load((REPO / "rn_configs" / "digits_quickstart.yaml").read_text())["training"]["epochs"]
     rows = [r for r in metrics(work / "train") if "knn_top1" in r]
     assert rows[0]["epoch"] == 0 and rows[-1]["epoch"] == epochs
     assert rows[-1]["knn_top1"] >= rows[0]["knn_top1"] + 10, rows

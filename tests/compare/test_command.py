@@ -20,7 +20,7 @@ from tests.train_helpers import REPO, digits_betons
 
 PLAN = """\
 base: rn_configs/digits_quickstart.yaml
-set: {{training.epochs: 4, training.batch_size: 32, data.image_size: 16, training.warmup_epochs: 0,
+set: {{training.epochs: 3, training.batch_size: 32, data.image_size: 16, training.warmup_epochs: 0,
       eval.knn_every: 1, eval.online_linear: 0, training.checkpoint_every: 1}}
 datasets:
   digits: {{train: {train}, val: {val}}}
@@ -36,7 +36,7 @@ SAME = ("values", "n", "mean", "std", "paired", "overlap", "health", "collapsed_
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
-    train, val = digits_betons(str(tmp_path_factory.mktemp("data")), 128, 60)
+    train, val = digits_betons(str(tmp_path_factory.mktemp("data")), 96, 60)
     path = tmp_path_factory.mktemp("plan") / "tiny.yaml"
     path.write_text(PLAN.format(train=train, val=val))
     return path
@@ -110,6 +110,7 @@ def wait_for(condition, proc):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_sigterm_then_a_rerun_trains_only_what_was_unfinished(plan, reference, tmp_path):
     """SIGTERM once one run finished and another is training; the rerun goes through submitit's local executor."""

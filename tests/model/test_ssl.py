@@ -210,10 +210,10 @@ def test_simclr_with_local_views_is_the_multi_positive_nt_xent_of_all_views():
 
 
 @pytest.mark.parametrize("method,amcl,needle", [("simclr", 1, "AMCL's contrastive forms pair each anchor"),
-                                                ("vicreg", 0, "VICReg's loss compares two views"),
+                                                ("vicreg", 0, "vicreg's loss compares two views"),
                                                 ("simsiam", 1, "AMCL's siamese form tempers"),
                                                 ("byol", 1, "AMCL's siamese form tempers"),
-                                                ("barlow_twins", 0, "Barlow Twins' cross-correlation pairs"),
+                                                ("barlow_twins", 0, "barlow_twins's loss compares two views"),
                                                 ("moco", 1, "MoCo's local queries join its InfoNCE"),
                                                 ("simclr", 0, None), ("dino", 0, None), ("byol", 0, None),
                                                 ("moco", 0, None)])

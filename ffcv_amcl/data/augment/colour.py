@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 from .rng import GRAY, JITTER, uniform
-from .stage import ViewStage, on_a_copy
+from .stage import ToggleStage, ViewStage, on_a_copy
 
 _R = np.float32(0.2989)
 _G = np.float32(0.587)
@@ -228,20 +228,9 @@ class ColorJitter(ViewStage):
         return self.per_view_code(act)
 
 
-class RandomGrayscale(ViewStage):
-    """Colour drop: luma replicated to three channels with probability p."""
+class RandomGrayscale(ToggleStage):
+    """Colour drop: luma replicated to three channels with probability p (default 0.2)."""
 
     family = GRAY
-
-    def __init__(self, *, p=0.2, **kwargs):
-        super().__init__(**kwargs)
-        self.p = self.per_view(p)
-
-    def generate_code(self):
-        p = self.p
-
-        def act(image, key, v):
-            if gray_draw(key, p[v]):
-                grayscale_inplace(image)
-
-        return self.per_view_code(act)
+    default_p = 0.2
+    draw, transform = gray_draw, grayscale_inplace

@@ -4,7 +4,7 @@ from __future__ import annotations
 from numba import njit
 
 from .rng import FLIP, uniform
-from .stage import ViewStage, on_a_copy
+from .stage import ToggleStage, on_a_copy
 
 
 @njit(cache=True, error_model="numpy")
@@ -28,21 +28,9 @@ def flip_draw(key, p):
     return uniform(key, 0) < p
 
 
-class RandomFlip(ViewStage):
-    """Mirror each view with probability p (one number, or one per view), in place, each view with its own
-    stream."""
+class RandomFlip(ToggleStage):
+    """Mirror each view with probability p (default 0.5; one number, or one per view), in place, each view with
+    its own stream."""
 
     family = FLIP
-
-    def __init__(self, *, p=0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.p = self.per_view(p)
-
-    def generate_code(self):
-        p = self.p
-
-        def act(image, key, v):
-            if flip_draw(key, p[v]):
-                hflip_inplace(image)
-
-        return self.per_view_code(act)
+    draw, transform = flip_draw, hflip_inplace

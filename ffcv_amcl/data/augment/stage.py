@@ -81,3 +81,23 @@ class ViewStage(Operation):
         stage.is_parallel = True
         stage.with_indices = True
         return stage
+
+
+class ToggleStage(ViewStage):
+    """A stage that applies one in-place transform to view v with probability p[v], its own draw deciding: a
+    subclass names the compiled `draw(key, p)` and `transform(image)` and its default p."""
+
+    default_p = 0.5
+
+    def __init__(self, *, p=None, **kwargs):
+        super().__init__(**kwargs)
+        self.p = self.per_view(self.default_p if p is None else p)
+
+    def generate_code(self):
+        p, draw, transform = self.p, type(self).draw, type(self).transform
+
+        def act(image, key, v):
+            if draw(key, p[v]):
+                transform(image)
+
+        return self.per_view_code(act)

@@ -1,9 +1,6 @@
 """Barlow Twins: cross-correlation of the two views' standardised projections over the global batch."""
 from __future__ import annotations
 
-import torch
-
-from ffcv_amcl import distributed as dist
 from ffcv_amcl.losses import barlow_twins
 from ffcv_amcl.model.heads import MultiHeadProjector
 from ffcv_amcl.model.methods.base import SSLModel
@@ -15,12 +12,7 @@ class BarlowTwins(SSLModel):
 
     method = "barlow_twins"
     amcl_kind = "barlow"
-    refusals = {"local_views": "Barlow Twins' cross-correlation pairs two views of equal size (Zbontar et al. "
-                               "2021): set --data.local_crops=0"}
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        return {"loss.temperature": 0.5, "loss.beta": 1e-6, "model.proj_dim": 2048, "model.proj_hidden": 2048,
+    DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-6, "model.proj_dim": 2048, "model.proj_hidden": 2048,
                 "model.pred_hidden": 512}
 
     def __init__(self, cfg, **kw):
@@ -31,9 +23,6 @@ class BarlowTwins(SSLModel):
         self.criterion = self.amcl_criterion(cfg)
 
     def forward(self, view_a, view_b):
-        B = view_a.shape[0]
-        h, z = self.embed(torch.cat([view_a, view_b]))
-        za = dist.gather_with_grad(z[:, :B], dim=1)
-        zb = dist.gather_with_grad(z[:, B:], dim=1)
+        h, z, za, zb = self.embed_global(view_a, view_b)
         loss = self.criterion(za, zb) if self.amcl else barlow_twins(za, zb, self.lambd, validate=False)
         return self.output(loss, h, z)

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ffcv_amcl import distributed as dist
 from ffcv_amcl.errors import check
 from ffcv_amcl.losses.amcl import AMCLLoss, build_amcl_loss, forms_of
 from ffcv_amcl.model.backbone import feature_dim_of, make_backbone
@@ -47,8 +48,11 @@ class SSLModel(nn.Module):
     amcl_kind: str | None = "contrastive"   # the kind of AMCL loss the method uses (losses/amcl/factory.py);
                                             # None: the method has no AMCL form
     local_views = False             # whether forward takes the multi-crop views: model(a, b, local_views=...)
-    refusals: dict[str, str] = {}   # why the method refuses "amcl" (amcl_kind None) or "local_views" (local_views
-                                    # False), one line each
+    refusals: dict[str, str] = {}   # why the method refuses "amcl" (amcl_kind None), "local_views" (local_views
+                                    # False) or "amcl_local_views" (AMCL with multi-crop), one line each
+    # The settings in UNSET this method fills: a value, or a function of cfg (sizes that follow the backbone).
+    DEFAULTS: dict = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 2048, "model.proj_hidden": 2048,
+                      "model.pred_hidden": 512}
 
     def __init__(self, cfg, *, image_size: int, global_batch: int):
         super().__init__()
@@ -68,9 +72,8 @@ class SSLModel(nn.Module):
 
     @classmethod
     def defaults(cls, cfg) -> dict:
-        """{setting: value} for the settings in UNSET this method fills (cfg gives arch etc.)."""
-        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 2048, "model.proj_hidden": 2048,
-                "model.pred_hidden": 512}
+        """{setting: value} for the settings in UNSET this method fills: its DEFAULTS, functions of cfg applied."""
+        return {key: value(cfg) if callable(value) else value for key, value in cls.DEFAULTS.items()}
 
     @classmethod
     def resolve(cls, cfg) -> None:
@@ -87,7 +90,11 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not cfg.data.local_crops or cls.local_views, cls.refusals.get("local_views", ""))
+        check(not cfg.data.local_crops or cls.local_views, cls.refusals.get(
+            "local_views", f"{cls.method}'s loss compares two views of equal size, not local crops: set "
+                           f"--data.local_crops=0 (multi-crop: {', '.join(local_view_methods())})"))
+        check(not (cfg.data.local_crops and cfg.model.amcl) or "amcl_local_views" not in cls.refusals,
+              cls.refusals.get("amcl_local_views", ""))
         if cls.amcl_kind is None:
             check(not cfg.model.amcl, cls.refusals["amcl"])
             return
@@ -113,6 +120,14 @@ class SSLModel(nn.Module):
         backbone, projector = self.encoders(False)
         h = backbone(x)
         return h, projector(h)
+
+    def embed_global(self, view_a: torch.Tensor, view_b: torch.Tensor):
+        """(features (2B, F), projections (C, 2B, D) of this rank's views [a; b], then view a's and view b's
+        projections of the global batch (C, world * B, D), gathered with gradients): for losses over the global
+        batch (SimCLR's negatives, Barlow Twins' and VICReg's batch statistics)."""
+        B = view_a.shape[0]
+        h, z = self.embed(torch.cat([view_a, view_b]))
+        return h, z, dist.gather_with_grad(z[:, :B], dim=1), dist.gather_with_grad(z[:, B:], dim=1)
 
     def project(self, x: torch.Tensor, *, target: bool = False) -> torch.Tensor:
         """(C, N, D) projections of a batch of N images by every head (online or momentum encoder)."""
@@ -158,3 +173,14 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 def feature_dim(cfg) -> int:
     return feature_dim_of(cfg.model.arch, cfg.model.patch_size)
+
+
+def local_view_methods() -> list[str]:
+    """The methods whose forward takes multi-crop local views (every subclass of SSLModel, asked)."""
+    found, todo = set(), list(SSLModel.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        if cls.local_views:
+            found.add(cls.method)
+    return sorted(found)

@@ -8,17 +8,19 @@ from ffcv_amcl.model.methods.base import cosine_momentum, ema_, feature_dim, fro
 from ffcv_amcl.model.methods.simsiam import SimSiam
 
 
+def _hidden(cfg) -> int:
+    """BYOL's MLP width: 4096 on ResNet-50 (the paper), twice the features on smaller backbones."""
+    return 4096 if cfg.model.arch == "resnet50" else 2 * feature_dim(cfg)
+
+
 class BYOL(SimSiam):
     """AMCL on BYOL is AMCL's SimSiam form (Eq. 2.2) with the target projections in place of sg(z): BYOL's
     loss is SimSiam's with a momentum target, so that is where the adaptive temperature is defined."""
 
     method = "byol"
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        hidden = 4096 if cfg.model.arch == "resnet50" else 2 * feature_dim(cfg)
-        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 256, "model.proj_hidden": hidden,
-                "model.pred_hidden": cfg.model.proj_hidden or hidden}
+    DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 256,
+                "model.proj_hidden": lambda cfg: _hidden(cfg),
+                "model.pred_hidden": lambda cfg: cfg.model.proj_hidden or _hidden(cfg)}
 
     def __init__(self, cfg, **kw):
         super().__init__(cfg, **kw)

@@ -23,10 +23,7 @@ class DINO(SSLModel):
     local_views = True
     refusals = {"amcl": "DINO's loss compares distributions over K prototypes, not pair similarities, and has no "
                         "AMCL form (nor has the paper): set --model.amcl=0"}
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        return {"loss.temperature": 0.1, "loss.beta": 1e-4, "model.proj_dim": 65536, "model.proj_hidden": 2048,
+    DEFAULTS = {"loss.temperature": 0.1, "loss.beta": 1e-4, "model.proj_dim": 65536, "model.proj_hidden": 2048,
                 "model.pred_hidden": 256}
 
     @classmethod

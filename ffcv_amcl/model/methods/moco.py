@@ -22,11 +22,8 @@ class MoCo(SSLModel):
     amcl_kind = "contrastive"
     options = ("mochi", "ascl")
     local_views = True
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        return {"loss.temperature": 0.1, "loss.beta": 1e-4, "model.proj_dim": 128,
-                "model.proj_hidden": feature_dim(cfg), "model.pred_hidden": 512}
+    DEFAULTS = {"loss.temperature": 0.1, "loss.beta": 1e-4, "model.proj_dim": 128, "model.proj_hidden": feature_dim,
+                "model.pred_hidden": 512}
 
     @classmethod
     def check_config(cls, cfg, world_size: int) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import torch
 
 from ffcv_amcl import distributed as dist
-from ffcv_amcl.errors import check
 from ffcv_amcl.losses import multi_positive_nt_xent, nt_xent
 from ffcv_amcl.model.heads import MultiHeadProjector
 from ffcv_amcl.model.methods.base import SSLModel, feature_dim
@@ -18,18 +17,11 @@ class SimCLR(SSLModel):
     method = "simclr"
     amcl_kind = "contrastive"
     local_views = True
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 128,
-                "model.proj_hidden": feature_dim(cfg), "model.pred_hidden": 512}
-
-    @classmethod
-    def check_config(cls, cfg, world_size: int) -> None:
-        super().check_config(cfg, world_size)
-        check(not (cfg.data.local_crops and cfg.model.amcl),
-              "AMCL's contrastive forms pair each anchor with one positive, and local crops give it several: "
-              "use --model.amcl=0 with --data.local_crops, or --data.local_crops=0 with AMCL")
+    refusals = {"amcl_local_views": "AMCL's contrastive forms pair each anchor with one positive, and local crops "
+                                    "give it several: use --model.amcl=0 with --data.local_crops, or "
+                                    "--data.local_crops=0 with AMCL"}
+    DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 128, "model.proj_hidden": feature_dim,
+                "model.pred_hidden": 512}
 
     def __init__(self, cfg, **kw):
         super().__init__(cfg, **kw)
@@ -39,12 +31,9 @@ class SimCLR(SSLModel):
         self.temperature = cfg.loss.temperature
 
     def forward(self, view_a, view_b, local_views=None):
-        B = view_a.shape[0]
-        h, z = self.embed(torch.cat([view_a, view_b]))                    # (2B, F), (C, 2B, D)
-        za = dist.gather_with_grad(z[:, :B], dim=1)
-        zb = dist.gather_with_grad(z[:, B:], dim=1)
+        h, z, za, zb = self.embed_global(view_a, view_b)
         if local_views is not None:
-            return self.output(self._multi_crop_loss(za, zb, local_views, B), h, z)
+            return self.output(self._multi_crop_loss(za, zb, local_views, view_a.shape[0]), h, z)
         loss = self.criterion(za, zb) if self.amcl else nt_xent(za, zb, self.temperature, validate=False)
         return self.output(loss, h, z)
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from ffcv_amcl.errors import check
 from ffcv_amcl.losses import multi_view_negative_cosine, negative_cosine
 from ffcv_amcl.model.heads import MultiHeadPredictor, MultiHeadProjector
 from ffcv_amcl.model.methods.base import SSLModel
@@ -16,19 +15,11 @@ class SimSiam(SSLModel):
     method = "simsiam"
     amcl_kind = "siamese"
     local_views = True
-
-    @classmethod
-    def check_config(cls, cfg, world_size: int) -> None:
-        super().check_config(cfg, world_size)
-        check(not (cfg.data.local_crops and cfg.model.amcl),
-              f"AMCL's siamese form tempers each view's one prediction pair, and local crops give {cls.method} "
-              f"several: use --model.amcl=0 with --data.local_crops, or --data.local_crops=0 with AMCL")
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        proj_dim = cfg.model.proj_dim or 2048
-        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 2048, "model.proj_hidden": 2048,
-                "model.pred_hidden": proj_dim // 4}
+    refusals = {"amcl_local_views": "AMCL's siamese form tempers each view's one prediction pair, and local crops "
+                                    "give it several: use --model.amcl=0 with --data.local_crops, or "
+                                    "--data.local_crops=0 with AMCL"}
+    DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 2048, "model.proj_hidden": 2048,
+                "model.pred_hidden": lambda cfg: (cfg.model.proj_dim or 2048) // 4}     # the bottleneck
 
     def __init__(self, cfg, **kw):
         super().__init__(cfg, **kw)

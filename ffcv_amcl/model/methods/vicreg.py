@@ -1,9 +1,6 @@
 """VICReg: variance-invariance-covariance regularisation of the two views' expander outputs (global batch)."""
 from __future__ import annotations
 
-import torch
-
-from ffcv_amcl import distributed as dist
 from ffcv_amcl.losses.vicreg import vicreg_terms
 from ffcv_amcl.model.heads import MultiHeadExpander
 from ffcv_amcl.model.methods.base import SSLModel
@@ -15,13 +12,8 @@ class VICReg(SSLModel):
 
     method = "vicreg"
     amcl_kind = None
-    refusals = {"amcl": "VICReg has no AMCL form (no pair similarities to temper): set --model.amcl=0",
-                "local_views": "VICReg's loss compares two views of equal size (Bardes et al. 2022): set "
-                               "--data.local_crops=0"}
-
-    @classmethod
-    def defaults(cls, cfg) -> dict:
-        return {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 8192, "model.proj_hidden": 8192,
+    refusals = {"amcl": "VICReg has no AMCL form (no pair similarities to temper): set --model.amcl=0"}
+    DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 8192, "model.proj_hidden": 8192,
                 "model.pred_hidden": 512}
 
     def __init__(self, cfg, **kw):
@@ -32,8 +24,5 @@ class VICReg(SSLModel):
                         "eps": 1e-4}
 
     def forward(self, view_a, view_b):
-        B = view_a.shape[0]
-        h, z = self.embed(torch.cat([view_a, view_b]))
-        za = dist.gather_with_grad(z[:, :B], dim=1)
-        zb = dist.gather_with_grad(z[:, B:], dim=1)
+        h, z, za, zb = self.embed_global(view_a, view_b)
         return self.output(vicreg_terms(za, zb, **self.weights), h, z)
