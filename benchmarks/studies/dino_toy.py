@@ -16,7 +16,7 @@ import math
 import torch
 
 from ffcv_amcl.config import parse_config
-from ffcv_amcl.errors import cli
+from ffcv_amcl.errors import UserError, cli
 from ffcv_amcl.model.ssl import build_model
 
 BATCH, SIDE, PATTERNS = 64, 16, 4
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, nargs="+", default=[0.0075, 0.05])
     ap.add_argument("--steps", type=int, default=300)
     args = ap.parse_args(argv)
+    if args.prototypes < 2 or args.steps < 1 or min(args.lr) <= 0:
+        raise UserError("--prototypes must be at least 2, --steps at least 1 and every --lr positive")
     for lr in args.lr:
         train(args.prototypes, lr, args.steps)
     return 0
