@@ -19,7 +19,7 @@ class BYOL(SimSiam):
 
     method = "byol"
     DEFAULTS = {"loss.temperature": 0.5, "loss.beta": 1e-4, "model.proj_dim": 256,
-                "model.proj_hidden": lambda cfg: _hidden(cfg),
+                "model.proj_hidden": _hidden,
                 "model.pred_hidden": lambda cfg: cfg.model.proj_hidden or _hidden(cfg)}
 
     def __init__(self, cfg, **kw):
