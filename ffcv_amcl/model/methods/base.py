@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ffcv_amcl import distributed as dist
-from ffcv_amcl.errors import check
+from ffcv_amcl.errors import UserError, check
 from ffcv_amcl.losses.amcl import AMCLLoss, build_amcl_loss, forms_of
 from ffcv_amcl.model.backbone import feature_dim_of, make_backbone
 
@@ -90,9 +90,10 @@ class SSLModel(nn.Module):
         mochi, ascl = l.mochi_n_hard > 0, bool(l.ascl)
         check(not (mochi and "mochi" not in cls.options) and not (ascl and "ascl" not in cls.options),
               f"MoCHi/ASCL work on the MoCo path: set --model.method=moco (got {cls.method})")
-        check(not cfg.data.local_crops or cls.local_views, cls.refusals.get(
-            "local_views", f"{cls.method}'s loss compares two views of equal size, not local crops: set "
-                           f"--data.local_crops=0 (multi-crop: {', '.join(local_view_methods())})"))
+        if cfg.data.local_crops and not cls.local_views:     # the message is built only for a refusal
+            raise UserError(cls.refusals.get("local_views") or
+                            f"{cls.method}'s loss compares two views of equal size, not local crops: set "
+                            f"--data.local_crops=0 (multi-crop: {', '.join(local_view_methods())})")
         check(not (cfg.data.local_crops and cfg.model.amcl) or "amcl_local_views" not in cls.refusals,
               cls.refusals.get("amcl_local_views", ""))
         if cls.amcl_kind is None:
