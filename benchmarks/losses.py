@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import ProcessClock, ReferenceAMCL
+from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.errors import UserError, cli
 from ffcv_amcl.losses.amcl import FORMS, AMCLContrastive
@@ -202,6 +203,7 @@ def main(argv=None) -> int:
         raise UserError("--clock process measures CPU time; use --clock wall with --device cuda")
     if args.threads:
         torch.set_num_threads(args.threads)
+    machine.keep_freed_memory()                     # the trainer's allocator setting, for every formulation
     clock = ProcessClock() if args.clock == "process" else Clock(torch.device(args.device))
     ref_batch = args.ref_batch or args.batch
     device = args.device

@@ -151,6 +151,7 @@ def main(argv=None) -> int:
     if args.cuda:
         torch.backends.cudnn.benchmark = True
     machine.set_torch_threads(args.cores)         # every side, every round (the loaders keep it)
+    machine.keep_freed_memory()                   # the trainer's allocator setting, for every side
     diff = check_reference()
     x, y = images(args.images)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 
 def cpu_name() -> str:
@@ -22,6 +23,53 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def one_cpu() -> bool:
+    """Whether this process may run on one CPU only (its affinity, or a cgroup v2 quota below two CPUs)."""
+    try:
+        if usable_cores() == 1:
+            return True
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        return quota != "max" and int(quota) < 2 * int(period)
+    except (OSError, ValueError):
+        return False
+
+
+def numba_threads_without_tbb_on_one_cpu() -> None:
+    """With one usable CPU, numba's TBB threading layer (Debian's libtbb, which libopencv-dev installs) hangs the
+    process at exit once it has forked a child with a preexec hook (numba issue 10556: the compare command's
+    runs, submitit): there numba uses OpenMP, also thread-safe, before FFCV starts numba's threads. A user's
+    NUMBA_THREADING_LAYER or _PRIORITY, or numba threads already running, are left as they are."""
+    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ or not one_cpu():
+        return
+    priority = "omp tbb workqueue"
+    os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = priority       # this process's numba and its children's
+    if "numba" in sys.modules:                                     # imported already: its config was read
+        from numba.core import config
+        from numba.np.ufunc import parallel
+        if not parallel._is_initialized:
+            config.THREADING_LAYER_PRIORITY = priority.split()
+
+
+def keep_freed_memory() -> bool:
+    """Keep the memory of freed CPU tensors for the next step (glibc on Linux; elsewhere nothing changes).
+
+    glibc gives a block above its mmap threshold (128 KB at first) a mapping of its own, unmapped when freed, and
+    returns the heap's free top to the system: a CPU step that allocates activations and matrices of several MB (the
+    (C, 2B, 2B) similarities of all heads, 12 MB at C=3, B=512) maps, faults in and unmaps them again on every
+    step. With the threshold at its 32 MB maximum and no trimming, such blocks come from the heap and the next step
+    reuses them; the process keeps its peak memory. Returns whether glibc took both settings."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3                    # glibc's malloc.h
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def torch_threads(setting: int = 0) -> int:

@@ -295,6 +295,7 @@ def profile(argv: list[str] | None = None) -> dict:
         check_output_file(p.json, "--profile.json")
     device = dist.pick_device(t.device)
     machine.set_torch_threads(t.threads)
+    machine.keep_freed_memory()                     # as the trainer does
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True

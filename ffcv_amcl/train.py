@@ -227,6 +227,7 @@ def train(cfg, facts: dict, info: dist.DistInfo) -> dict:
 
 def _train(cfg, facts: dict, info: dist.DistInfo, stop: StopFlag) -> dict:
     machine.set_torch_threads(cfg.training.threads)
+    machine.keep_freed_memory()
     run = start_run(cfg, facts, info, stop)
     stop.install()
     try:

@@ -25,7 +25,12 @@ PY="$VENV/bin/python"
 # Re-install only when the project's metadata changed since the last successful install.
 stamp="$VENV/.ffcv_amcl_installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$PY" -c "import ffcv_amcl, ffcv" 2>/dev/null; then
+# The packages are looked up, not imported: importing ffcv costs seconds (numba compiles its typed dict).
+installed='import glob, importlib.util as u, os, sys
+ffcv = u.find_spec("ffcv")
+built = ffcv and glob.glob(os.path.join(os.path.dirname(ffcv.origin), "_libffcv*.so"))
+sys.exit(not (built and u.find_spec("ffcv_amcl")))'
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$PY" -c "$installed" 2>/dev/null; then
     echo "setup: installing the project and its dependencies into $VENV (first time: several minutes)"
     "$PY" -m pip install -q --upgrade pip setuptools wheel
     # ffcv's setup.py needs numpy and pkgconfig at build time and declares neither: build it without isolation.

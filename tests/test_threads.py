@@ -104,3 +104,48 @@ def test_default_threads_follow_omp_num_threads_else_the_usable_cores(monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", "")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert machine.torch_threads(0) == cores
+
+
+def test_a_process_on_one_cpu_that_forked_exits():
+    """With one usable CPU, numba's TBB layer hangs the process at exit once it has forked with a preexec hook (as
+    the compare command starts its runs); the package has numba use OpenMP there."""
+    code = ("import os, subprocess, ffcv_amcl, numba; numba.set_num_threads(1); "
+            "subprocess.run(['true'], preexec_fn=lambda: None, check=True); print(numba.threading_layer())")
+    pin = lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # noqa: E731
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+                       preexec_fn=pin)
+    assert r.returncode == 0 and r.stdout.strip() == "omp", r.stderr
+
+
+
+MAPPED = """
+import ctypes, sys
+from ffcv_amcl import machine
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+if sys.argv[1] == "1":
+    assert machine.keep_freed_memory()
+before = libc.mallinfo2().hblkhd
+block = libc.malloc(16 << 20)
+print(libc.mallinfo2().hblkhd - before)
+libc.free(ctypes.c_void_p(block))
+"""
+
+
+def test_kept_memory_serves_large_blocks_from_the_heap():
+    """keep_freed_memory: a 16 MB block (a similarity matrix's size) comes from the heap, whose freed memory the
+    next step reuses, not from a mapping of its own (glibc's default above 128 KB)."""
+    mapped = {}
+    for keep in ("0", "1"):
+        r = subprocess.run([sys.executable, "-c", MAPPED, keep], cwd=REPO, capture_output=True, text=True,
+                           timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")})
+        assert r.returncode == 0, r.stderr
+        mapped[keep] = int(r.stdout)
+    assert mapped["0"] >= 16 << 20 and mapped["1"] == 0, mapped
