@@ -25,23 +25,36 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def one_cpu() -> bool:
-    """Whether this process may run on one CPU only (its affinity, or a cgroup v2 quota below two CPUs)."""
+def one_cpu(cgroup_file: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> bool:
+    """Whether this process may run on one CPU only: its affinity, or a cgroup v2 quota below two CPUs on its
+    cgroup or one above it."""
+    if usable_cores() == 1:
+        return True
     try:
-        if usable_cores() == 1:
-            return True
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        return quota != "max" and int(quota) < 2 * int(period)
-    except (OSError, ValueError):
+        with open(cgroup_file) as f:
+            own = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+    except (OSError, StopIteration, IndexError):
         return False
+    path = root + own.rstrip("/")
+    while path.startswith(root):
+        try:
+            with open(path + "/cpu.max") as f:
+                quota, period = f.read().split()
+            if quota != "max" and int(quota) < 2 * int(period):
+                return True
+        except (OSError, ValueError):
+            pass
+        path = path.rsplit("/", 1)[0]
+    return False
 
 
 def numba_threads_without_tbb_on_one_cpu() -> None:
     """With one usable CPU, numba's TBB threading layer (Debian's libtbb, which libopencv-dev installs) hangs the
     process at exit once it has forked a child with a preexec hook (numba issue 10556: the compare command's
-    runs, submitit): there numba uses OpenMP, also thread-safe, before FFCV starts numba's threads. A user's
-    NUMBA_THREADING_LAYER or _PRIORITY, or numba threads already running, are left as they are."""
+    runs, submitit): there numba uses OpenMP, also thread-safe, before FFCV starts numba's threads. (GNU OpenMP is
+    not fork-safe once a parallel region ran; on one CPU FFCV runs none unless data.num_workers > 1.) The setting
+    goes to child processes too, which then prefer OpenMP even with more CPUs. A user's NUMBA_THREADING_LAYER or
+    _PRIORITY, or numba threads already running, are left as they are."""
     if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ or not one_cpu():
         return
     priority = "omp tbb workqueue"
@@ -59,8 +72,8 @@ def keep_freed_memory() -> bool:
     glibc gives a block above its mmap threshold (128 KB at first) a mapping of its own, unmapped when freed, and
     returns the heap's free top to the system: a CPU step that allocates activations and matrices of several MB (the
     (C, 2B, 2B) similarities of all heads, 12 MB at C=3, B=512) maps, faults in and unmaps them again on every
-    step. With the threshold at its 32 MB maximum and no trimming, such blocks come from the heap and the next step
-    reuses them; the process keeps its peak memory. Returns whether glibc took both settings."""
+    step. With the threshold at its 32 MB maximum and no trimming, blocks below 32 MB come from the heap and the next
+    step reuses them; the process keeps its peak memory. Returns whether glibc took both settings."""
     import ctypes
 
     try:

@@ -25,7 +25,9 @@ PY="$VENV/bin/python"
 # Re-install only when the project's metadata changed since the last successful install.
 stamp="$VENV/.ffcv_amcl_installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-# The packages are looked up, not imported: importing ffcv costs seconds (numba compiles its typed dict).
+# The packages are looked up, not imported: importing ffcv costs seconds (numba compiles its typed dict). A built
+# ffcv whose system libraries went missing passes this check and fails at its first import; rerun with the stamp
+# removed to reinstall.
 installed='import glob, importlib.util as u, os, sys
 ffcv = u.find_spec("ffcv")
 built = ffcv and glob.glob(os.path.join(os.path.dirname(ffcv.origin), "_libffcv*.so"))

@@ -24,13 +24,18 @@ def _env(rank, world, port):
                       MASTER_PORT=str(port), OMP_NUM_THREADS="1")
 
 
-def _train_worker(rank, world, port, argv, out):
-    _env(rank, world, port)
+def _train_worker(rank, world, ports, runs, out):
+    """Each of `runs` (argv lists) one after the other, each in a process group of its own (its own port: a
+    rank may start the next run while the other still closes the last one's store); rank 0 writes their
+    summaries."""
     torch.set_num_threads(1)
-    summary = run(argv)
+    summaries = []
+    for port, argv in zip(ports, runs):
+        _env(rank, world, port)
+        summaries.append(run(argv))
     if rank == 0:
         with open(out, "w") as f:
-            json.dump(summary, f)
+            json.dump(summaries, f)
 
 
 def _collectives_worker(rank, world, port, out):
@@ -80,19 +85,32 @@ def data(tmp_path_factory):
     return digits_betons(str(tmp_path_factory.mktemp("digits")), 128, 120)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["simclr", "moco"])
-def test_two_processes_give_the_losses_of_one(data, tmp_path, method):
-    common = [f"--model.method={method}", "--model.amcl=1", "--model.heads=2", "--training.sync_bn=1",
-              "--data.order=sequential", "--training.max_steps=2", "--training.epochs=1",
-              "--loss.queue_size=256", "--model.proj_dim=32", "--loss.topk=20", "--training.precision=fp64"]
+METHODS = ("simclr", "moco")
+
+
+def common(method):
     # float64: in float32 the gradients of the early layers of an untrained ResNet are only defined to ~1%
     # (one process with 1 vs 2 threads already differs that much), which would hide the distributed maths.
-    one = run(tiny_args(data[0], tmp_path / "one", *common, "--training.batch_size=32"))
-    out = tmp_path / "two.json"
-    argv = tiny_args(data[0], tmp_path / "two", *common, "--training.batch_size=16")
-    mp.spawn(_train_worker, args=(2, free_port(), argv, str(out)), nprocs=2)
-    two = json.loads(out.read_text())
+    return [f"--model.method={method}", "--model.amcl=1", "--model.heads=2", "--training.sync_bn=1",
+            "--data.order=sequential", "--training.max_steps=2", "--training.epochs=1",
+            "--loss.queue_size=256", "--model.proj_dim=32", "--loss.topk=20", "--training.precision=fp64"]
+
+
+@pytest.fixture(scope="module")
+def two_processes(data, tmp_path_factory):
+    """Each method's run in two processes (global batch 32 as 2 x 16), both in one spawn."""
+    root = tmp_path_factory.mktemp("two")
+    out = root / "two.json"
+    runs = [tiny_args(data[0], root / m, *common(m), "--training.batch_size=16") for m in METHODS]
+    mp.spawn(_train_worker, args=(2, [free_port() for _ in runs], runs, str(out)), nprocs=2)
+    return dict(zip(METHODS, json.loads(out.read_text())))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_two_processes_give_the_losses_of_one(data, two_processes, tmp_path, method):
+    one = run(tiny_args(data[0], tmp_path / "one", *common(method), "--training.batch_size=32"))
+    two = two_processes[method]
     assert len(one["losses"]) == len(two["losses"]) == 2
     assert two["losses"] == pytest.approx(one["losses"], abs=1e-5, rel=0)
     w1, w2 = load_checkpoint(one["checkpoint"])["model"], load_checkpoint(two["checkpoint"])["model"]

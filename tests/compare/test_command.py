@@ -21,8 +21,8 @@ from tests.train_helpers import REPO, digits_betons
 
 PLAN = """\
 base: rn_configs/digits_quickstart.yaml
-set: {{training.epochs: 3, training.batch_size: 32, data.image_size: 16, training.warmup_epochs: 0,
-      eval.knn_every: 1, eval.online_linear: 0, training.checkpoint_every: 1}}
+set: {{training.epochs: 2, training.batch_size: 32, data.image_size: 16, training.warmup_epochs: 0,
+      eval.knn_every: 1, eval.online_linear: 0, training.checkpoint_every: 0}}
 datasets:
   digits: {{train: {train}, val: {val}}}
 seeds: [0, 1]
@@ -43,10 +43,11 @@ def plan(tmp_path_factory):
     return path
 
 
-def one_core():
-    """Pin the command to one core: its runs, one at a time, get the one torch thread each of the reference's two
-    side-by-side runs has (the thread count changes a CPU run's floats)."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+def half_the_cores():
+    """Pin the command to half the cores: its runs, one at a time, get the torch threads each of the reference's
+    two side-by-side runs has (the thread count changes a CPU run's floats)."""
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, cores[:max(1, len(cores) // 2)])
 
 
 def compare(*args, wait=True, pin=None):
@@ -121,26 +122,30 @@ def wait_for(condition, proc):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_sigterm_then_a_rerun_trains_only_what_was_unfinished(plan, reference, tmp_path):
-    """Seed 0 of the plan one run at a time, SIGTERM once its first run finished and the second is training; the
-    rerun goes through submitit's local executor. With the uninterrupted seed 1 beside it, its table is the
-    uninterrupted table."""
+    """Seed 0 of the plan one run at a time on half the cores (on CI's two, one: a hang at exit on one CPU shows
+    here), SIGTERM once its first run finished and the second is training; the rerun goes through submitit's local
+    executor. With the uninterrupted seed 1 beside it, its table is the uninterrupted table."""
     out = tmp_path / "interrupted"
     folders = [out / "digits" / arm / "seed0" for arm in ("simclr", "amcl")]
-    proc = compare(plan, "--out", out, "--seeds", 0, wait=False, pin=one_core)
+    proc = compare(plan, "--out", out, "--seeds", 0, wait=False, pin=half_the_cores)
 
     def just_training(f: Path) -> bool:            # its epoch-0 record only: every epoch still to train
         m = f / "metrics.jsonl"
         return m.is_file() and not (f / "outcome.json").is_file() and len(m.read_text().splitlines()) == 1
 
-    # the second run, caught as it begins training, cannot end before the signal
-    wait_for(lambda: (folders[0] / "outcome.json").is_file() and just_training(folders[1]), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=600)
+    try:      # the second run, caught as it begins training, cannot end before the signal
+        wait_for(lambda: (folders[0] / "outcome.json").is_file() and just_training(folders[1]), proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:  # a failure here leaves no command running into the next tests
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143, err[-2000:]
     first = [json.loads((f / "outcome.json").read_text()) for f in folders]
     assert [o["status"] for o in first] == ["finished", "stopped"]
     rerun = compare(plan, "--out", out, "--seeds", 0, "--executor", "submitit", "--submitit-cluster", "local",
-                    pin=one_core)
+                    pin=half_the_cores)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert list((out / "submitit").iterdir())                              # the jobs went through submitit
     finished, resumed = (json.loads((f / "outcome.json").read_text()) for f in folders)
