@@ -55,7 +55,7 @@ COMPARISONS = {
     "amcl-study": ("AMCL study: which form trains well, against tuned baselines (3 seeds; Fashion-MNIST and digits)",
                    ROOT / "benchmarks" / "results" / "amcl_vs_tuned.json"),
     "augmentations": ("The paper's augmentation claim: kNN and pair overlap against the augmentation families "
-                      "(3 seeds; Fashion-MNIST)", ROOT / "benchmarks" / "results" / "augmentations.json"),
+                      "(Fashion-MNIST)", ROOT / "benchmarks" / "results" / "augmentations.json"),
 }
 
 # The GPU run (benchmarks/gpu/run.sh; how to run it: benchmarks/gpu/README.md): its gpu_run.json.
