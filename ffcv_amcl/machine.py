@@ -51,8 +51,9 @@ def one_cpu(cgroup_file: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup"
 def numba_threads_without_tbb_on_one_cpu() -> None:
     """With one usable CPU, numba's TBB threading layer (Debian's libtbb, which libopencv-dev installs) hangs the
     process at exit once it has forked a child with a preexec hook (unload_tbb waits on a task group no thread
-    will run, as after the compare command starts its runs or submitit its jobs): there numba uses OpenMP, also thread-safe, before FFCV starts numba's threads. (GNU OpenMP is
-    not fork-safe once a parallel region ran; on one CPU FFCV runs none unless data.num_workers > 1.) The setting
+    will run, as after the compare command starts its runs or submitit its jobs): there numba uses OpenMP, also
+    thread-safe, before FFCV starts numba's threads. (GNU OpenMP is not fork-safe once a parallel region ran; on
+    one CPU FFCV runs none unless data.num_workers > 1.) The setting
     goes to child processes too, which then prefer OpenMP even with more CPUs. A user's NUMBA_THREADING_LAYER or
     _PRIORITY, or numba threads already running, are left as they are."""
     if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ or not one_cpu():
