@@ -81,7 +81,7 @@ def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_
     """One batch of two augmented views of the first images of `path`, with the run's augmentations
     (or `augs`, to see how the trained heads separate pairs under other augmentations)."""
     from ffcv_amcl.config import beton_samples
-    from ffcv_amcl.data.loader import make_ssl_loader, view_options
+    from ffcv_amcl.data.loader import first_batch, make_ssl_loader, view_options
 
     n = beton_samples(path, "validation dataset")
     check(n >= 2, f"{path} holds {n} image(s): similarity histograms need at least 2")
@@ -90,7 +90,7 @@ def validation_views(cfg, path: str, batch_size: int, device: torch.device, num_
         views.update(augs=augs, augs_b=None)
     loader = make_ssl_loader(path, min(batch_size, n), num_workers=num_workers, device=device, seed=seed,
                              drop_last=True, order="sequential", **views)
-    view_a, view_b, _ = next(iter(loader))
+    view_a, view_b, _ = first_batch(loader)
     return view_a, view_b
 
 

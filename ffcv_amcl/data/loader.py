@@ -8,6 +8,9 @@ and the channels_last layout happen last, in torch, on the target device (on CUD
 """
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 
 import numpy as np
 import torch
@@ -66,6 +69,30 @@ class _GuardedEpochIterator(EpochIterator):
             raise UserError(f"reading {self.loader.reader.file_name} failed in the loader thread ({cause}): "
                             f"the file may be damaged; {REWRITE} (FFCV_AMCL_DEBUG=1 shows the traceback)") from exc
         return super().__next__()
+
+    def close(self):
+        """Stop the thread and wait for it, then release the epoch's memory. FFCV's own close only signals it: an
+        epoch left early (max_steps, a first-batch preview) kept its thread alive for the process's lifetime,
+        still reading the mapped file, and perhaps still compiling the pipeline (numba's compiler parses Python
+        source, and CPython's AST construction races with a parse in another thread)."""
+        self.terminate_event.set()
+        if self.ident is not None and self is not threading.current_thread():
+            while self.is_alive():         # a full queue would block its last put forever: empty it
+                _drain(self.output_queue)
+                self.join(0.05)
+        super().close()
+
+
+def _drain(q: queue.Queue) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            q.get_nowait()
+
+
+def first_batch(loader):
+    """The first batch of a fresh epoch of `loader`, with the epoch's thread stopped once it is taken."""
+    with contextlib.closing(iter(loader)) as batches:
+        return next(batches)
 
 
 def _restore_torch_threads(threads: int) -> None:
@@ -201,9 +228,10 @@ class _Base:
     def _batches(self):
         self._epoch.value = self.epoch
         self._loader.next_epoch = self.epoch
-        for batch in self._loader:
-            named = by_name(self._loader, batch)
-            yield named["image"], named["label"]
+        with contextlib.closing(iter(self._loader)) as batches:    # left early too: the thread stops
+            for batch in batches:
+                named = by_name(self._loader, batch)
+                yield named["image"], named["label"]
         self.epoch += 1
 
     def _labels(self, labels) -> torch.Tensor:

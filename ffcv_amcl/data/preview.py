@@ -27,7 +27,7 @@ def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=
 
     from ffcv_amcl.data.augment import EpochCounter, MultiViewDecoder, ViewLayout, ViewRecipe, view_letters
     from ffcv_amcl.data.beton import validate_beton
-    from ffcv_amcl.data.loader import GuardedLoader, _check_common, build_image_pipeline, by_name
+    from ffcv_amcl.data.loader import GuardedLoader, _check_common, build_image_pipeline, by_name, first_batch
 
     letters_a, letters_b = view_letters(augs, augs_b, flags=("augs", "augs-b"))
     _check_common(path, 1, image_size, "cpu")  # validates the whole file (validate_beton)
@@ -46,8 +46,8 @@ def collect(path, augs, n, image_size, seed, epoch, augs_b=None, color_strength=
         "image": [MultiViewDecoder(plain_layout, random_crop=(False,), seed=seed, epoch_address=counter.address,
                                    stretch=True)],
         "label": None}, **common)
-    images = by_name(views, next(iter(views)))["image"]
-    originals = by_name(plain, next(iter(plain)))["image"]
+    images = by_name(views, first_batch(views))["image"]
+    originals = by_name(plain, first_batch(plain))["image"]
     layout = recipe.layout()
     return (plain_layout.images(originals, 0), *(layout.images(images, v) for v in range(len(layout))))
 

@@ -2,12 +2,15 @@
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import torch
 
-from ffcv_amcl.data.loader import make_eval_loader, make_ssl_loader
+from ffcv.loader.epoch_iterator import EpochIterator
+
+from ffcv_amcl.data.loader import first_batch, make_eval_loader, make_ssl_loader
 from ffcv_amcl.errors import UserError
 
 pytestmark = pytest.mark.timeout(600)  # an FFCV worker exception would otherwise hang
@@ -56,6 +59,46 @@ def test_epochs_shuffle_and_advance(plain_loader):
     L.set_epoch(0)
     again = torch.cat([y for _, _, y in L]).tolist()
     assert order0 == again and order0 != order1 and sorted(order0) == sorted(order1)
+
+
+def epoch_threads():
+    return [t for t in threading.enumerate() if isinstance(t, EpochIterator)]
+
+
+def test_an_epoch_left_early_stops_its_thread(small_beton):
+    # 12 batches: the thread is still queueing when the consumer leaves
+    loader = make_ssl_loader(small_beton[0], 8, augs="none", num_workers=1, seed=4)
+    for _ in loader:
+        break
+    assert epoch_threads() == []
+    a, _, _ = first_batch(loader)
+    assert a.shape[0] == 8 and epoch_threads() == []
+    raw = loader._loader
+    batches = iter(raw)
+    next(batches)
+    assert epoch_threads() == [batches]
+    batches.close()
+    assert epoch_threads() == [] and len(list(raw)) == 12      # the loader still runs whole epochs
+
+
+def test_loaders_of_one_setting_share_the_stage_code_and_keep_their_own_seed(small_beton):
+    """A second loader with the settings of the first compiles no stage again; its seed and epoch still reach the
+    shared code at run time, and a changed setting (a probability) gets code of its own."""
+    from ffcv_amcl.data.augment import shared_code
+
+    def views(seed, **kw):
+        loader = make_ssl_loader(small_beton[0], 16, augs="abcd", num_workers=1, seed=seed, order="sequential", **kw)
+        return first_batch(loader)[:2]
+
+    first = views(11)
+    compiled = dict(shared_code._COMPILED)
+    other, again = views(12), views(11)
+    assert shared_code._COMPILED == compiled                          # the same settings: nothing compiled
+    for a, b, c in zip(first, other, again):
+        torch.testing.assert_close(a, c, atol=0, rtol=0)               # its own seed, exactly
+        assert not torch.equal(a, b)
+    views(11, blur_p=(0.3, 0.3))
+    assert len(shared_code._COMPILED) > len(compiled)
 
 
 def test_default_augs_views_repeat_per_epoch_and_differ(small_beton):

@@ -7,6 +7,7 @@ indices (FFCV's `with_indices`) to key the per-image random streams, one stream 
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from ffcv.pipeline.operation import Operation
 
 from .layout import ViewLayout
 from .rng import read_counter, runtime_ints, stream_key
+from .shared_code import compile_shared, run_with
 
 
 def on_a_copy(inplace, img, *args):
@@ -60,16 +62,17 @@ class ViewStage(Operation):
         if previous_state.shape != (self.layout.row_bytes,):
             raise ValueError(f"{type(self).__name__} expects rows of {self.layout.row_bytes} bytes from "
                              f"MultiViewDecoder with the same layout, got {previous_state.shape}")
-        return previous_state, None
+        return replace(previous_state, jit_mode=False), None     # FFCV calls the shared code, compiled once
 
     def per_view_code(self, act):
-        """The stage's FFCV code: act(view image, stream key, v) for every enabled view of every sample."""
+        """The stage's FFCV code: act(view image, stream key, v) for every enabled view of every sample, compiled
+        once per process for each setting (shared_code.py); the seed and the epoch reach it at run time."""
         my_range = Compiler.get_iterator()
-        act = Compiler.compile(act)
-        ints, enabled, family = runtime_ints(self.seed, self.epoch_address), self.enabled, self.family
+        act = compile_shared(act)
+        enabled, family = self.enabled, self.family
         offsets, sides = self.layout.offsets, self.layout.sides
 
-        def stage(images, _dst, indices):
+        def stage(images, indices, ints):
             seed, epoch = ints[0], read_counter(ints[1])
             for i in my_range(images.shape[0]):
                 for v in range(len(offsets)):
@@ -79,8 +82,7 @@ class ViewStage(Operation):
             return images
 
         stage.is_parallel = True
-        stage.with_indices = True
-        return stage
+        return run_with(compile_shared(stage), runtime_ints(self.seed, self.epoch_address))
 
 
 class ToggleStage(ViewStage):
