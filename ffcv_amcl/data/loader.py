@@ -71,10 +71,9 @@ class _GuardedEpochIterator(EpochIterator):
         return super().__next__()
 
     def close(self):
-        """Stop the thread and wait for it, then release the epoch's memory. FFCV's own close only signals it: an
-        epoch left early (max_steps, a first-batch preview) kept its thread alive for the process's lifetime,
-        still reading the mapped file, and perhaps still compiling the pipeline (numba's compiler parses Python
-        source, and CPython's AST construction races with a parse in another thread)."""
+        """Stop the thread and wait for it, then release the epoch's memory. FFCV's own close only signals it (and
+        releases the memory the thread may still read): an epoch left early (max_steps, a first-batch preview)
+        kept its thread for the process's lifetime, holding its batches, perhaps still compiling the pipeline."""
         self.terminate_event.set()
         if self.ident is not None and self is not threading.current_thread():
             while self.is_alive():         # a full queue would block its last put forever: empty it
