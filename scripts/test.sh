@@ -7,5 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV="${VENV:-$PWD/.venv}"
-WORKERS="${TEST_WORKERS:-$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) + 1 ))}"
+CORES="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"      # the affinity's cores
+WORKERS="${TEST_WORKERS:-$(( (CORES < 8 ? CORES : 8) + 1 ))}"    # at most 9: each worker holds torch and models
 exec "$VENV/bin/python" -m pytest -q -n "$WORKERS" --dist loadfile --no-loadscope-reorder "$@"

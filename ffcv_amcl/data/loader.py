@@ -70,13 +70,19 @@ class _GuardedEpochIterator(EpochIterator):
                             f"the file may be damaged; {REWRITE} (FFCV_AMCL_DEBUG=1 shows the traceback)") from exc
         return super().__next__()
 
+    def run_pipeline(self, *args, **kwargs):
+        if self.terminate_event.is_set():     # close(): no further batch; FFCV's run ends the epoch here
+            raise StopIteration
+        return super().run_pipeline(*args, **kwargs)
+
     def close(self):
-        """Stop the thread and wait for it, then release the epoch's memory. FFCV's own close only signals it (and
-        releases the memory the thread may still read): an epoch left early (max_steps, a first-batch preview)
-        kept its thread for the process's lifetime, holding its batches, perhaps still compiling the pipeline."""
+        """Stop the thread after the batch it is on, wait for it, then release the epoch's memory (FFCV's own
+        close only signals the thread, which sees the signal only when its queue is full, and releases the memory
+        while the thread may still read it). An epoch left early (max_steps, SIGTERM, a first-batch preview)
+        thus leaves no thread behind."""
         self.terminate_event.set()
-        if self.ident is not None and self is not threading.current_thread():
-            while self.is_alive():         # a full queue would block its last put forever: empty it
+        if self.ident is not None and self.ident != threading.get_ident():   # never from the thread itself
+            while self.is_alive():         # its last put (the end marker) needs room in the queue
                 _drain(self.output_queue)
                 self.join(0.05)
         super().close()

@@ -165,9 +165,10 @@ class _WriterHooks:
 
     FFCV's writer draws a plain tqdm bar; the hooks swap in one with an 'images' unit, closed on the way out
     even when the write fails (an error line then starts on a line of its own).
-    RGBImageField.encode looks its storage mode up in a numba typed dict, which from Python costs
-    about as much as encoding a 32x32 image (and compiles on first use in every worker); while
-    writing, a plain dict with the same entries stands in for it.
+    RGBImageField.encode looks its storage mode up in FFCV's IMAGE_MODES, a numba typed dict when FFCV was
+    imported before this package (ffcv_import.py makes it a plain one otherwise), which from Python costs about
+    as much as encoding a 32x32 image (and compiles on first use in every worker); while writing, a plain dict
+    with the same entries stands in for it.
     """
 
     def __init__(self, supervisor: Supervisor):

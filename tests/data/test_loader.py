@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -65,12 +66,26 @@ def epoch_threads():
     return [t for t in threading.enumerate() if isinstance(t, EpochIterator)]
 
 
-def test_an_epoch_left_early_stops_its_thread(small_beton):
-    # 12 batches: the thread is still queueing when the consumer leaves
+def test_an_epoch_left_early_stops_its_thread(small_beton, monkeypatch):
+    """12 batches, each made slow: the consumer leaves after the first, and the thread stops within a few batches
+    (not at the epoch's end)."""
+    from ffcv_amcl.data.loader import _GuardedEpochIterator
+
     loader = make_ssl_loader(small_beton[0], 8, augs="none", num_workers=1, seed=4)
+    first_batch(loader)                                   # compiled: the batches below take the delay only
+    made = []
+    real = _GuardedEpochIterator.run_pipeline
+
+    def slow(self, *args, **kwargs):
+        made.append(threading.get_ident())
+        time.sleep(0.2)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_GuardedEpochIterator, "run_pipeline", slow)
     for _ in loader:
         break
-    assert epoch_threads() == []
+    assert epoch_threads() == [] and len(made) <= 1 + 4      # the first, then at most the queue ahead of it
+    monkeypatch.undo()
     a, _, _ = first_batch(loader)
     assert a.shape[0] == 8 and epoch_threads() == []
     raw = loader._loader

@@ -22,7 +22,8 @@ def compile_shared(fn):
     """`fn` compiled as FFCV compiles an operation's code (its flags, `parallel` from `fn.is_parallel` and the
     loader's thread count), or the function compiled before for the same code and captured values."""
     try:
-        key = (fn.__code__, _frozen_cells(fn), getattr(fn, "is_parallel", False) and Compiler.num_threads > 1)
+        key = (fn.__code__, _frozen_cells(fn), _frozen_globals(fn), Compiler.is_enabled,
+               getattr(fn, "is_parallel", False) and Compiler.num_threads > 1)
         hash(key)
     except TypeError:  # a captured value with no stable identity: compiled for this loader alone
         return Compiler.compile(fn)
@@ -33,6 +34,13 @@ def compile_shared(fn):
 
 def _frozen_cells(fn) -> tuple:
     return tuple(_frozen(cell.cell_contents) for cell in fn.__closure__ or ())
+
+
+def _frozen_globals(fn) -> tuple:
+    """The module globals the code reads (numba freezes them at compile time): a reloaded or patched module
+    gets code of its own."""
+    names = [n for n in fn.__code__.co_names if n in fn.__globals__]
+    return tuple((n, _frozen(fn.__globals__[n])) for n in names)
 
 
 def _frozen(value):

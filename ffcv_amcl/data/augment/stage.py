@@ -62,7 +62,9 @@ class ViewStage(Operation):
         if previous_state.shape != (self.layout.row_bytes,):
             raise ValueError(f"{type(self).__name__} expects rows of {self.layout.row_bytes} bytes from "
                              f"MultiViewDecoder with the same layout, got {previous_state.shape}")
-        return replace(previous_state, jit_mode=False), None     # FFCV calls the shared code, compiled once
+        # FFCV calls the shared code (compiled once, shared_code.py) from its uncompiled stage; an FFCV jit
+        # operation placed after a ViewStage would then run there too, as Python (the package places none)
+        return replace(previous_state, jit_mode=False), None
 
     def per_view_code(self, act):
         """The stage's FFCV code: act(view image, stream key, v) for every enabled view of every sample, compiled
