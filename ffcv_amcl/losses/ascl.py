@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.losses import checks
 from ffcv_amcl.losses.moco import as_heads
+from ffcv_amcl.losses.pairs import pair_products
 from ffcv_amcl.losses.precision import full_precision, wide
 
 VARIANTS = ("ascl", "ahcl", "hard")
@@ -25,7 +26,7 @@ VARIANTS = ("ascl", "ahcl", "hard")
 @torch.no_grad()
 def soft_targets(k: torch.Tensor, queue: torch.Tensor, K: float, t2: float, variant: str) -> torch.Tensor:
     """Targets over [positive, queue] from normalised keys (C, B, D) and queue (C, Q, D): (C, B, 1 + Q)."""
-    return targets_from_similarities(torch.einsum("cbd,cqd->cbq", k, queue), K, t2, variant)
+    return targets_from_similarities(pair_products(k, queue), K, t2, variant)
 
 
 @torch.no_grad()
@@ -74,5 +75,5 @@ def ascl_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, K: float = 
         kn = F.normalize(wide(k3).detach().to(qn.dtype), dim=-1)
         negs = F.normalize(wide(queue3).detach().to(qn.dtype), dim=-1)
         target = soft_targets(kn, negs, K, t2, variant)
-        logits = torch.cat([(qn * kn).sum(-1, keepdim=True), torch.einsum("cbd,cqd->cbq", qn, negs)], -1) / t1
+        logits = torch.cat([(qn * kn).sum(-1, keepdim=True), pair_products(qn, negs)], -1) / t1
         return -(target * torch.log_softmax(logits, -1)).sum(-1).mean(-1).sum()

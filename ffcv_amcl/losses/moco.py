@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.pairs import pair_products
 from ffcv_amcl.losses.precision import full_precision, wide
 
 
@@ -49,7 +50,7 @@ def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temper
         qn = F.normalize(wide(q3), dim=-1)
         kn = F.normalize(wide(k3).to(qn.dtype), dim=-1)
         negs = F.normalize(wide(queue3).to(qn.dtype), dim=-1)
-        parts = [(qn * kn).sum(-1, keepdim=True), torch.einsum("cbd,ckd->cbk", qn, negs)]
+        parts = [(qn * kn).sum(-1, keepdim=True), pair_products(qn, negs)]
         if extra_negatives is not None:
             exn = F.normalize(wide(ex).to(qn.dtype), dim=-1)
             parts.append(torch.einsum("cbd,cbsd->cbs", qn, exn))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from ffcv_amcl.errors import UserError
 from ffcv_amcl.losses import checks
+from ffcv_amcl.losses.pairs import pair_products
 from ffcv_amcl.losses.precision import full_precision, wide
 
 
@@ -17,7 +18,7 @@ def nt_xent(za: torch.Tensor, zb: torch.Tensor, temperature: float = 0.5, *, val
     with full_precision(za):
         z = F.normalize(wide(torch.cat([za, zb], 1)), dim=-1)               # (C, 2B, D)
         n = 2 * B
-        logits = torch.einsum("cid,cjd->cij", z, z) / t
+        logits = pair_products(z, z) / t
         logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
         target = (torch.arange(n, device=z.device) + B) % n
         ce = F.cross_entropy(logits.reshape(C * n, n), target.repeat(C), reduction="none")
@@ -40,7 +41,7 @@ def multi_positive_nt_xent(z: torch.Tensor, temperature: float = 0.5, *, validat
         u = F.normalize(wide(z), dim=-1).reshape(C, V * B, D)                  # view-major: index v B + b
         n = V * B
         self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
-        logits = (torch.einsum("cid,cjd->cij", u, u) / t).masked_fill(self_mask, float("-inf"))
+        logits = (pair_products(u, u) / t).masked_fill(self_mask, float("-inf"))
         log_p = torch.log_softmax(logits, dim=-1)
         image = torch.arange(n, device=z.device) % B
         positive = (image[:, None] == image[None, :]) & ~self_mask

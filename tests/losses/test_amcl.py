@@ -36,9 +36,10 @@ def assert_matches(lib_loss, ref_loss, wrt):
 
 # ---- SimCLR form ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)   # 2: the 3 heads' products cut into row blocks
 @pytest.mark.parametrize("heads", HEADS)
 @pytest.mark.parametrize("topk", [3, 50])          # 50 > the 2B - 2 = 4 negatives
-def test_simclr_form_matches_reference(heads, topk):
+def test_simclr_form_matches_reference(heads, topk, threads):
     gen = torch.Generator().manual_seed(heads * 100 + topk)
     B, D = 3, 5
     torch.manual_seed(heads)
@@ -88,9 +89,10 @@ def test_heads_are_independent_sums():
 
 # ---- MoCo form -----------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
 @pytest.mark.parametrize("heads", HEADS)
 @pytest.mark.parametrize("with_keys", [False, True])
-def test_moco_form_matches_reference(heads, with_keys):
+def test_moco_form_matches_reference(heads, with_keys, threads):
     gen = torch.Generator().manual_seed(heads * 10 + with_keys)
     B, D, K, topk = 3, 5, 7, 4
     torch.manual_seed(heads)

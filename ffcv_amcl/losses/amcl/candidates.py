@@ -2,7 +2,7 @@
 
 All C heads are one batched computation: vectors are L2-normalised, phi runs once per vector (C*N rows; the pair
 logit <phi(u), phi(v)> factorises, so the logits of all pairs are one more batched product), the similarities of
-each anchor with its candidate negatives are one batched product (einsum 'cid,cjd->cij', run as bmm), and the k
+each anchor with its candidate negatives are one batched product (einsum 'cid,cjd->cij', losses.pairs), and the k
 hardest negatives are one top-k chosen on similarity only (no gradient through the choice). No loop over heads.
 The matrices of all pairs are the large tensors here ((C, N, N) in the batch, (C, N, K) against a queue): each is
 freed as soon as its chosen entries are picked, and nothing of that size is kept for the backward.
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ffcv_amcl.losses.pairs import pair_products
 from ffcv_amcl.losses.temperature import work_dtype
 
 
@@ -64,7 +65,7 @@ def select(phi: nn.Module, anchors: torch.Tensor, topk: int, *, positives: torch
     s_key = None
     if key_similarities:
         with torch.no_grad():
-            s_key = torch.bmm(pos, neg.transpose(1, 2)).gather(-1, idx)
+            s_key = pair_products(pos, neg).gather(-1, idx)
     return Candidates(s_pos, a_pos, pick(s_all, idx), pick(a_all, idx), s_key)
 
 
@@ -73,8 +74,8 @@ def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: 
     """(similarities, temperature logits, top-k positions) of each anchor z (phi outputs p) against the shared
     negatives neg (C, K, D), normalised, and its own extra negatives (C, N, S, D), normalised and detached here."""
     pn = phi(neg)
-    s_all = torch.bmm(z, neg.transpose(1, 2))                             # einsum('cid,ckd->cik')
-    a_all = torch.bmm(p, pn.transpose(1, 2))
+    s_all = pair_products(z, neg)                                         # einsum('cid,ckd->cik')
+    a_all = pair_products(p, pn)
     if extra is not None:
         ex = _unit(extra.detach(), z.dtype)                               # (C, N, S, D)
         s_all = torch.cat([s_all, torch.einsum("cid,cisd->cis", z, ex)], -1)
@@ -88,8 +89,8 @@ def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor
     """(similarities, temperature logits) (C, N, k) of each anchor's k hardest negatives among the other anchors
     of the batch (not itself, not its positive at offset N/2). Each (C, N, N) matrix of all pairs lives only
     until its chosen entries are picked."""
-    s_neg, idx = _hardest(torch.bmm(z, z.transpose(1, 2)), min(topk, z.shape[1] - 2))
-    return s_neg, pick(torch.bmm(p, p.transpose(1, 2)), idx)                # <phi(u), phi(v)> of the chosen pairs
+    s_neg, idx = _hardest(pair_products(z, z), min(topk, z.shape[1] - 2))
+    return s_neg, pick(pair_products(p, p), idx)                           # <phi(u), phi(v)> of the chosen pairs
 
 
 def _hardest(s_all: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
