@@ -14,9 +14,10 @@ import torch
 
 def row_blocks(heads: int, rows: int, device: torch.device) -> int:
     """Into how many row blocks each head's product is cut so that heads * blocks divides among torch's CPU
-    threads (1: no cut: on CUDA, with one thread, for one head, whose gemm is threaded inside, or when the rows
-    do not divide)."""
-    threads = torch.get_num_threads() if device.type == "cpu" and heads > 1 else 1
+    threads (1: no cut: on CUDA, with one thread, for one head, whose gemm is threaded inside, under autocast,
+    whose bmm picks its own dtype, or when the rows do not divide)."""
+    cut = device.type == "cpu" and heads > 1 and not torch.is_autocast_enabled("cpu")
+    threads = torch.get_num_threads() if cut else 1
     blocks = threads // math.gcd(heads, threads)
     return blocks if blocks > 1 and rows % blocks == 0 else 1
 

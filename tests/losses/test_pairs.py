@@ -47,3 +47,12 @@ def test_one_input_on_both_sides_gets_both_gradients_and_the_output_is_its_own_t
     torch.testing.assert_close(got, expect, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(torch.autograd.grad(got.sum(), z)[0], torch.autograd.grad(expect.sum(), z)[0],
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [2], indirect=True)
+def test_under_autocast_the_product_is_torchs_own(threads):
+    x, y = torch.randn(3, 6, 4), torch.randn(3, 5, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert row_blocks(3, 6, x.device) == 1
+        got, expect = pair_products(x, y), torch.bmm(x, y.transpose(1, 2))
+    assert got.dtype == expect.dtype == torch.bfloat16 and torch.equal(got, expect)
