@@ -45,6 +45,13 @@ def write_ffcv(path, items, mode, max_resolution=None):
                     meta={"dataset": "photo-crops", "split": "train", "num_classes": 10})
 
 
+def written(beton: Path) -> bool:
+    """Whether a kept --workdir already holds this .beton with its sidecar (an older one without is rewritten)."""
+    from ffcv_amcl.data.meta import meta_path
+
+    return beton.is_file() and meta_path(beton).is_file()
+
+
 class ArrayImages(torch.utils.data.Dataset):
     """CIFAR-style: uint8 arrays in memory, a PIL image per sample, two views of it."""
 
@@ -146,13 +153,13 @@ def prepare(name, workdir):
     beton = workdir / f"{name}.beton"
     if name == "cifar":
         items = list(photo_crops(12_000, 0, 32, 32))
-        if not beton.exists():
+        if not written(beton):
             write_ffcv(beton, [(np.asarray(im), y) for im, y in items], "raw")
         arrays = np.stack([np.asarray(im) for im, _ in items])
         labels = np.array([y for _, y in items])
         return beton, 32, ArrayImages(arrays, labels, torchvision_views(32))
     root = workdir / "imagefolder"
-    if not beton.exists():
+    if not written(beton):
         items = []
         for k, (im, y) in enumerate(photo_crops(400, 1, 300, 640)):
             d = root / f"class{y}"

@@ -1,6 +1,7 @@
 """AMCL SimCLR-form loss, forward + backward, three formulations of the same function side by side in one run:
 
-  batched  ffcv_amcl.losses.amcl.AMCLContrastive: all C heads in one einsum, phi once per view, one top-k.
+  batched  ffcv_amcl.losses.amcl.AMCLContrastive: all C heads in one einsum (one 2-D gemm per head on a CPU
+           whose threads the heads do not divide: ffcv_amcl.losses.pairs), phi once per view, one top-k.
   loop     the same efficient math, one head at a time in a Python loop (2-D matmuls).
   ref      the reference implementation's formulation (benchmarks.common.ReferenceAMCL): a loop over heads and
            both directions that expands the negatives to B x (2B-2) x D and runs phi on every anchor-negative pair

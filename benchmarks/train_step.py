@@ -58,7 +58,7 @@ def images(count: int) -> tuple[np.ndarray, np.ndarray]:
 
     x, y = load_digits("train")
     reps = -(-count // len(x))
-    return np.concatenate([x] * reps)[:max(count, len(x))], np.concatenate([y] * reps)[:max(count, len(x))]
+    return np.concatenate([x] * reps)[:count], np.concatenate([y] * reps)[:count]
 
 
 class TwoViewPIL(torch.utils.data.Dataset):

