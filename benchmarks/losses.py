@@ -31,7 +31,7 @@ from ffcv_amcl import machine
 from ffcv_amcl.atomic import atomic_path
 from ffcv_amcl.errors import UserError, cli
 from ffcv_amcl.losses.amcl import FORMS, AMCLContrastive
-from ffcv_amcl.losses.amcl.candidates import pick
+from ffcv_amcl.losses.amcl.candidates import hardest, pick
 from ffcv_amcl.losses.temperature import pair_tau
 from ffcv_amcl.profile import Clock
 
@@ -51,13 +51,8 @@ def loop_loss(m: AMCLContrastive, za: torch.Tensor, zb: torch.Tensor) -> torch.T
     for c in range(C):
         z = F.normalize(torch.cat([za[c], zb[c]]), dim=-1)
         p = m.phi(m.phi_input(z))
-        s_all = z @ z.T
-        with torch.no_grad():
-            excluded = s_all.detach()                      # in place: only pick reads s_all
-            for offset in (0, B, -B):
-                excluded.diagonal(offset).fill_(float("-inf"))
-            idx = excluded.topk(k, dim=-1).indices
-        s_neg, a_neg = pick(s_all, idx), pick(p @ p.T, idx)
+        s_neg, idx = hardest(z @ z.T, k)
+        a_neg = pick(p @ p.T, idx)
         s_pos, a_pos = (z * z.roll(B, 0)).sum(-1), (p * p.roll(B, 0)).sum(-1)
         tau_p, tau_n = pair_tau(a_pos, m.tau_min, m.tau_max), pair_tau(a_neg, m.tau_min, m.tau_max)
         total = total + m.FORMS[m.form].terms(s_pos, tau_p, s_neg, tau_n, m.settings).mean()

@@ -62,18 +62,19 @@ def select(phi: nn.Module, anchors: torch.Tensor, topk: int, *, positives: torch
     if negatives is None:
         return Candidates(s_pos, a_pos, s_neg, a_neg)
     neg = _unit(negatives.detach(), dt)
-    s_all, a_all, idx = _against(neg, extra, z, p, phi, topk)
+    s_neg, a_all, idx = _against(neg, extra, z, p, phi, topk)
     s_key = None
     if key_similarities:
         with torch.no_grad():
             s_key = pair_products(pos, neg).gather(-1, idx)
-    return Candidates(s_pos, a_pos, pick(s_all, idx), pick(a_all, idx), s_key)
+    return Candidates(s_pos, a_pos, s_neg, pick(a_all, idx), s_key)
 
 
 def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: torch.Tensor, phi: nn.Module,
              topk: int):
-    """(similarities, temperature logits, top-k positions) of each anchor z (phi outputs p) against the shared
-    negatives neg (C, K, D), normalised, and its own extra negatives (C, N, S, D), normalised and detached here."""
+    """(the chosen similarities, all temperature logits, the top-k positions) of each anchor z (phi outputs p)
+    against the shared negatives neg (C, K, D), normalised, and its own extra negatives (C, N, S, D), normalised
+    and detached here."""
     pn = phi(neg)
     s_all = pair_products(z, neg)                                         # einsum('cid,ckd->cik')
     a_all = pair_products(p, pn)
@@ -82,46 +83,49 @@ def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: 
         s_all = torch.cat([s_all, torch.einsum("cid,cisd->cis", z, ex)], -1)
         a_all = torch.cat([a_all, torch.einsum("cid,cisd->cis", p, phi(ex))], -1)
     with torch.no_grad():
-        idx = s_all.detach().topk(min(topk, s_all.shape[-1]), dim=-1).indices
-    return s_all, a_all, idx
+        values, idx = s_all.detach().topk(min(topk, s_all.shape[-1]), dim=-1)
+    return pick(s_all, idx, values), a_all, idx
 
 
 def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarities, temperature logits) (C, N, k) of each anchor's k hardest negatives among the other anchors
     of the batch (not itself, not its positive at offset N/2). Each (C, N, N) matrix of all pairs lives only
     until its chosen entries are picked."""
-    s_neg, idx = _hardest(pair_products(z, z), min(topk, z.shape[1] - 2))
+    s_neg, idx = hardest(pair_products(z, z), min(topk, z.shape[1] - 2))
     return s_neg, pick(pair_products(p, p), idx)                           # <phi(u), phi(v)> of the chosen pairs
 
 
-def _hardest(s_all: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the k largest similarities of each row of s_all (C, N, N) but the row's anchor and its positive at
-    offset N/2, their positions). The excluded entries are overwritten in s_all: nothing else reads it."""
-    half = s_all.shape[1] // 2
+def hardest(s_all: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the k largest similarities of each row of s_all (..., N, N) but the row's anchor and its positive at
+    offset N/2, their positions). The excluded entries are overwritten in s_all: nothing else reads it. The values
+    are top-k's own (the entries of s_all there), with pick's gradient: no second pass over s_all to gather them."""
+    half = s_all.shape[-1] // 2
     with torch.no_grad():
         excluded = s_all.detach()
         for offset in (0, half, -half):
             excluded.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
-        idx = excluded.topk(k, dim=-1).indices
-    return pick(s_all, idx), idx
+        values, idx = excluded.topk(k, dim=-1)
+    return pick(s_all, idx, values), idx
 
 
 class _Pick(torch.autograd.Function):
-    """x.gather(-1, index), keeping for the backward only the index and x's shape (not x itself)."""
+    """x.gather(-1, index) (or its values, already read), keeping for the backward only the index and x's shape
+    (not x itself)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(index)
         ctx.shape = x.shape
-        return x.gather(-1, index)
+        return x.gather(-1, index) if values is None else values.clone()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         index, = ctx.saved_tensors
-        return grad.new_zeros(ctx.shape).scatter_add_(-1, index, grad), None
+        return grad.new_zeros(ctx.shape).scatter_add_(-1, index, grad), None, None
 
 
-def pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def pick(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
     """The entries of x (..., M) at index (..., k) along the last axis, with gather's values and gradient; x is
-    not kept for the backward, so a large similarity matrix is freed as soon as its chosen entries are read."""
-    return _Pick.apply(x, index)
+    not kept for the backward, so a large similarity matrix is freed as soon as its chosen entries are read.
+    values: those entries, when already read (top-k's values), so x is not read again."""
+    return _Pick.apply(x, index, values)
