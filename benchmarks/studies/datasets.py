@@ -20,6 +20,7 @@ import tarfile
 from pathlib import Path
 
 from benchmarks.common import ROOT
+from ffcv_amcl.data.meta import meta_path
 from ffcv_amcl.errors import UserError, cli
 
 FASHION_CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -28,7 +29,7 @@ PER_CLASS = (500, 200)          # Fashion-MNIST training / test images per class
 
 
 def write_beton(args: list[str], path: Path) -> None:
-    if path.is_file() and Path(f"{path}.json").is_file():
+    if path.is_file() and meta_path(path).is_file():
         return
     done = subprocess.run([sys.executable, "write_datasets.py", *args, f"--cfg.write_path={path}",
                            "--cfg.num_workers=2"], cwd=ROOT, stdout=subprocess.DEVNULL)    # errors stay on stderr
@@ -66,7 +67,7 @@ def fashion(data: Path, tgz: str) -> tuple[Path, Path]:
     from PIL import Image
 
     out = (data / "fashion_train.beton", data / "fashion_test.beton")
-    if all(p.is_file() and Path(f"{p}.json").is_file() for p in out):
+    if all(p.is_file() and meta_path(p).is_file() for p in out):
         return out
     folder = data / "fashion_png"
     with tarfile.open(fashion_tgz(data, tgz)) as tar:

@@ -62,19 +62,18 @@ def select(phi: nn.Module, anchors: torch.Tensor, topk: int, *, positives: torch
     if negatives is None:
         return Candidates(s_pos, a_pos, s_neg, a_neg)
     neg = _unit(negatives.detach(), dt)
-    s_neg, a_all, idx = _against(neg, extra, z, p, phi, topk)
+    s_all, a_all, idx = _against(neg, extra, z, p, phi, topk)
     s_key = None
     if key_similarities:
         with torch.no_grad():
             s_key = pair_products(pos, neg).gather(-1, idx)
-    return Candidates(s_pos, a_pos, s_neg, pick(a_all, idx), s_key)
+    return Candidates(s_pos, a_pos, pick(s_all, idx), pick(a_all, idx), s_key)
 
 
 def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: torch.Tensor, phi: nn.Module,
              topk: int):
-    """(the chosen similarities, all temperature logits, the top-k positions) of each anchor z (phi outputs p)
-    against the shared negatives neg (C, K, D), normalised, and its own extra negatives (C, N, S, D), normalised
-    and detached here."""
+    """(similarities, temperature logits, top-k positions) of each anchor z (phi outputs p) against the shared
+    negatives neg (C, K, D), normalised, and its own extra negatives (C, N, S, D), normalised and detached here."""
     pn = phi(neg)
     s_all = pair_products(z, neg)                                         # einsum('cid,ckd->cik')
     a_all = pair_products(p, pn)
@@ -83,8 +82,8 @@ def _against(neg: torch.Tensor, extra: torch.Tensor | None, z: torch.Tensor, p: 
         s_all = torch.cat([s_all, torch.einsum("cid,cisd->cis", z, ex)], -1)
         a_all = torch.cat([a_all, torch.einsum("cid,cisd->cis", p, phi(ex))], -1)
     with torch.no_grad():
-        values, idx = s_all.detach().topk(min(topk, s_all.shape[-1]), dim=-1)
-    return pick(s_all, idx, values), a_all, idx
+        idx = s_all.detach().topk(min(topk, s_all.shape[-1]), dim=-1).indices
+    return s_all, a_all, idx
 
 
 def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,35 +96,32 @@ def _in_batch(z: torch.Tensor, p: torch.Tensor, topk: int) -> tuple[torch.Tensor
 
 def hardest(s_all: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(the k largest similarities of each row of s_all (..., N, N) but the row's anchor and its positive at
-    offset N/2, their positions). The excluded entries are overwritten in s_all: nothing else reads it. The values
-    are top-k's own (the entries of s_all there), with pick's gradient: no second pass over s_all to gather them."""
+    offset N/2, their positions). The excluded entries are overwritten in s_all: nothing else reads it."""
     half = s_all.shape[-1] // 2
     with torch.no_grad():
         excluded = s_all.detach()
         for offset in (0, half, -half):
             excluded.diagonal(offset, dim1=-2, dim2=-1).fill_(float("-inf"))
-        values, idx = excluded.topk(k, dim=-1)
-    return pick(s_all, idx, values), idx
+        idx = excluded.topk(k, dim=-1).indices
+    return pick(s_all, idx), idx
 
 
 class _Pick(torch.autograd.Function):
-    """x.gather(-1, index) (or its values, already read), keeping for the backward only the index and x's shape
-    (not x itself)."""
+    """x.gather(-1, index), keeping for the backward only the index and x's shape (not x itself)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(index)
         ctx.shape = x.shape
-        return x.gather(-1, index) if values is None else values.clone()
+        return x.gather(-1, index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         index, = ctx.saved_tensors
-        return grad.new_zeros(ctx.shape).scatter_add_(-1, index, grad), None, None
+        return grad.new_zeros(ctx.shape).scatter_add_(-1, index, grad), None
 
 
-def pick(x: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+def pick(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """The entries of x (..., M) at index (..., k) along the last axis, with gather's values and gradient; x is
-    not kept for the backward, so a large similarity matrix is freed as soon as its chosen entries are read.
-    values: those entries, when already read (top-k's values), so x is not read again."""
-    return _Pick.apply(x, index, values)
+    not kept for the backward, so a large similarity matrix is freed as soon as its chosen entries are read."""
+    return _Pick.apply(x, index)
