@@ -70,11 +70,12 @@ def numba_threads_without_tbb_on_one_cpu() -> None:
 def keep_freed_memory() -> bool:
     """Keep the memory of freed CPU tensors for the next step (glibc on Linux; elsewhere nothing changes).
 
-    glibc gives a block above its mmap threshold (128 KB at first) a mapping of its own, unmapped when freed, and
-    returns the heap's free top to the system: a CPU step that allocates activations and matrices of several MB (the
-    (C, 2B, 2B) similarities of all heads, 12 MB at C=3, B=512) maps, faults in and unmaps them again on every
-    step. With the threshold at its 32 MB maximum and no trimming, blocks below 32 MB come from the heap and the next
-    step reuses them; the process keeps its peak memory. Returns whether glibc took both settings."""
+    glibc gives a block above its mmap threshold (128 KB at first, 32 MB at most) a mapping of its own, unmapped
+    when freed, and returns the heap's free top to the system: a CPU step that allocates activations and matrices
+    of several MB (the (C, 2B, 2B) similarities of all heads: 12 MB at C=3, B=512, 32 MB at C=8; a MoCo queue's
+    (C, 2B, K): 96 MB at C=3, B=256, K=16384) maps, faults in and unmaps them again on every step. With no
+    mappings and no trimming below 1 GB, every block comes from the heap and the next step reuses it; the process
+    keeps its peak memory. Returns whether glibc took both settings."""
     import ctypes
 
     try:
@@ -82,8 +83,8 @@ def keep_freed_memory() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3                    # glibc's malloc.h
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+    m_trim_threshold, m_mmap_max = -1, -4                          # glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def torch_threads(setting: int = 0) -> int:
