@@ -1,7 +1,7 @@
 """What the benchmarks and studies share: the repository root, the process clock, the reference formulation of
-the AMCL loss and the photographs the loader benchmark reads.
+the AMCL loss, the photographs the loader benchmark reads and the check of a kept .beton.
 
-    from benchmarks.common import ROOT, ProcessClock, ReferenceAMCL, photo_crops
+    from benchmarks.common import ROOT, ProcessClock, ReferenceAMCL, kept_beton, photo_crops
 """
 from __future__ import annotations
 
@@ -29,6 +29,19 @@ class ProcessClock:
 
     def stop(self) -> float:
         return time.process_time() - self.t0
+
+
+def kept_beton(path: Path) -> bool:
+    """Whether a .beton written by an earlier run can be used again: it passes every reader's check (tables,
+    sidecar, a sample of its JPEGs; ffcv_amcl.data.beton.validate_beton). Missing, damaged or without its sidecar:
+    False, and the caller writes it again."""
+    from ffcv_amcl.data.beton import validate_beton
+
+    try:
+        validate_beton(path)
+    except UserError:
+        return False
+    return True
 
 
 # ---- the reference formulation of the SimCLR-AMCL loss ---------------------------------------------------------

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import photo_crops
+from benchmarks.common import kept_beton, photo_crops
 
 
 def write_ffcv(path, items, mode, max_resolution=None):
@@ -43,13 +43,6 @@ def write_ffcv(path, items, mode, max_resolution=None):
         write_beton(path, ArrayDataset(images, np.array([y for _, y in items])), write_mode=mode,
                     max_resolution=max_resolution, jpeg_quality=90, num_workers=2,
                     meta={"dataset": "photo-crops", "split": "train", "num_classes": 10})
-
-
-def written(beton: Path) -> bool:
-    """Whether a kept --workdir already holds this .beton with its sidecar (an older one without is rewritten)."""
-    from ffcv_amcl.data.meta import meta_path
-
-    return beton.is_file() and meta_path(beton).is_file()
 
 
 class ArrayImages(torch.utils.data.Dataset):
@@ -153,13 +146,13 @@ def prepare(name, workdir):
     beton = workdir / f"{name}.beton"
     if name == "cifar":
         items = list(photo_crops(12_000, 0, 32, 32))
-        if not written(beton):
+        if not kept_beton(beton):
             write_ffcv(beton, [(np.asarray(im), y) for im, y in items], "raw")
         arrays = np.stack([np.asarray(im) for im, _ in items])
         labels = np.array([y for _, y in items])
         return beton, 32, ArrayImages(arrays, labels, torchvision_views(32))
     root = workdir / "imagefolder"
-    if not written(beton):
+    if not kept_beton(beton):
         items = []
         for k, (im, y) in enumerate(photo_crops(400, 1, 300, 640)):
             d = root / f"class{y}"

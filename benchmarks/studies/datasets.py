@@ -19,8 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-from benchmarks.common import ROOT
-from ffcv_amcl.data.meta import meta_path
+from benchmarks.common import ROOT, kept_beton
 from ffcv_amcl.errors import UserError, cli
 
 FASHION_CLASSES = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -29,7 +28,7 @@ PER_CLASS = (500, 200)          # Fashion-MNIST training / test images per class
 
 
 def write_beton(args: list[str], path: Path) -> None:
-    if path.is_file() and meta_path(path).is_file():
+    if kept_beton(path):
         return
     done = subprocess.run([sys.executable, "write_datasets.py", *args, f"--cfg.write_path={path}",
                            "--cfg.num_workers=2"], cwd=ROOT, stdout=subprocess.DEVNULL)    # errors stay on stderr
@@ -67,7 +66,7 @@ def fashion(data: Path, tgz: str) -> tuple[Path, Path]:
     from PIL import Image
 
     out = (data / "fashion_train.beton", data / "fashion_test.beton")
-    if all(p.is_file() and meta_path(p).is_file() for p in out):
+    if all(kept_beton(p) for p in out):
         return out
     folder = data / "fashion_png"
     with tarfile.open(fashion_tgz(data, tgz)) as tar:
